@@ -1,0 +1,1 @@
+"""Passes over the sparsec IR (installed as ``sparsec.passes``): pass manager and one file per pass."""

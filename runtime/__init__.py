@@ -1,0 +1,1 @@
+"""The runtime (installed as ``sparsec.runtime``): kernels, executable, memory planner, artifacts."""

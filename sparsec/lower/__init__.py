@@ -1,0 +1,1 @@
+"""Lowering: IR -> kernel plan for a target (CPU, CUDA)."""
