@@ -134,7 +134,7 @@ class TensorType(Type):
 
     def pretty(self) -> str:
         """The type with symbolic dims spelled out, for messages: ``tensor<tokens x 64 x f32>``."""
-        return "tensor<" + "x".join([str(d) for d in self.shape] + [self.dtype.name]) + ">"
+        return "tensor<" + " x ".join([str(d) for d in self.shape] + [self.dtype.name]) + ">"
 
 
 @dataclass(frozen=True)
