@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import InterpretError
 from .ir import Block, Graph, Operation, TensorType, as_dtype
-from .ir.types import QuantType, dim_symbols
+from .ir.types import QuantType, bound_dims, dim_symbols
 
 
 def _bind_inputs(fn, arrays) -> dict[str, int]:
@@ -69,7 +69,7 @@ def run_op(op: Operation, env, weights) -> tuple:
     except InterpretError:
         raise
     except Exception as e:  # an op failing at run time names itself and its origin (torch.fx style)
-        shapes = ", ".join(f"{a.shape}:{a.dtype}" for a in args)
+        shapes = ", ".join(f"{getattr(a, 'shape', '?')}:{getattr(a, 'dtype', type(a).__name__)}" for a in args)
         raise InterpretError(f"{op.describe()} failed on inputs ({shapes}): {type(e).__name__}: {e}") from e
     if len(outs) != len(op.results):
         raise InterpretError(f"{op.describe()}: reference returned {len(outs)} values for {len(op.results)} results")
@@ -93,9 +93,10 @@ def interpret(graph: Graph, *arrays, weights: Mapping[str, np.ndarray] | None = 
     """Run ``graph`` on NumPy ``arrays`` with the reference semantics; returns a tuple of arrays."""
     fn = graph.functions[function] if function else graph.main
     arrays = [np.asarray(a) for a in arrays]
-    _bind_inputs(fn, arrays)
+    bindings = _bind_inputs(fn, arrays)
     w = dict(graph.weights)
     if weights:
         w.update(weights)
     env: dict[int, np.ndarray] = {id(a): x for a, x in zip(fn.args, arrays)}
-    return tuple(run_block(fn.body, env, w))
+    with bound_dims(bindings):  # references of sc.reshape/sc.broadcast_to read symbolic dim sizes
+        return tuple(run_block(fn.body, env, w))

@@ -7,11 +7,12 @@ from .opdef import get_opdef
 from .types import Type
 
 
-def infer_result_types(name: str, operands: list[Value], attrs: dict, where: str = "") -> tuple[Type, ...]:
+def infer_result_types(name: str, operands: list[Value], attrs: dict, where: str = "",
+                       regions: list | None = None) -> tuple[Type, ...]:
     """Apply the op's shape rule; errors name the op, its operand types and attributes."""
     opdef = get_opdef(name)
     try:
-        return opdef.infer_types([v.type for v in operands], attrs)
+        return opdef.infer_types([v.type for v in operands], attrs, regions)
     except (ValueError, TypeError, IndexError, KeyError) as e:
         types = ", ".join(getattr(v.type, "pretty", lambda: str(v.type))() for v in operands)
         loc = f" ({where})" if where else ""
@@ -52,7 +53,7 @@ class Builder:
                 raise VerifyError(f"{name}: result types must be given")
             types = tuple(result_types)
         else:
-            types = infer_result_types(name, operands, attrs, where)
+            types = infer_result_types(name, operands, attrs, where, regions)
             if result_types is not None and tuple(result_types) != types:
                 raise VerifyError(f"{name}: declared result types {[str(t) for t in result_types]} "
                                   f"differ from inferred {[str(t) for t in types]}")

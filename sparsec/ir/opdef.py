@@ -53,6 +53,8 @@ class OpDef:
     traits: frozenset[str] = frozenset()
     #: result types are given by whoever creates the op (``sc.param``), not inferred
     declared_result: bool = False
+    #: "operands": each region's block arguments have the operands' types (``sc.fused``)
+    region_args: str | None = None
     #: target name -> lowering rule; filled in by the target packages
     lowerings: dict[str, Callable[..., Any]] = field(default_factory=dict)
     #: folding hook and rewrite patterns used by ``canonicalize``
@@ -119,8 +121,11 @@ class OpDef:
         return out
 
     # -- rules -----------------------------------------------------------------------------
-    def infer_types(self, operand_types: list, attrs: dict) -> tuple:
-        res = self.infer(*self.bind(operand_types), **attrs)
+    def infer_types(self, operand_types: list, attrs: dict, regions: list | None = None) -> tuple:
+        if self.regions:  # ops with regions see them (results may come from a terminator)
+            res = self.infer(*self.bind(operand_types), regions=regions or [], **attrs)
+        else:
+            res = self.infer(*self.bind(operand_types), **attrs)
         return tuple(res) if isinstance(res, (tuple, list)) else (res,)
 
     def run_reference(self, arrays: list, attrs: dict) -> tuple:
@@ -147,6 +152,7 @@ def register(cls) -> OpDef:
         regions=body.get("regions", 0),
         traits=frozenset(body.get("traits", ())),
         declared_result=body.get("declared_result", False),
+        region_args=body.get("region_args"),
         fold=body.get("fold"),
     )
     kinds = [o.kind for o in opdef.operands]

@@ -501,7 +501,7 @@ class Parser:
             return
         if expected is not None:
             if len(args) != len(expected):
-                raise self.error(f"entry block has {len(args)} arguments, function type has {len(expected)}", start)
+                raise self.error(f"block has {len(args)} arguments, expected {len(expected)}", start)
             for k, ((n, t, p), et) in enumerate(zip(args, expected)):
                 if not _compatible(t, et):
                     raise self.error(f"block argument %{n} has type {t}, function type says {et}", p)
@@ -572,8 +572,9 @@ class Parser:
         regions = []
         if self.peek("("):
             self.expect("(")
+            arg_types = [v.type for v in operands] if opdef is not None and opdef.region_args == "operands" else None
             while True:
-                regions.append(self.parse_region(scope))
+                regions.append(self.parse_region(scope, arg_types))
                 if self.accept(")"):
                     break
                 self.expect(",", "',' or ')' in the region list")
@@ -626,7 +627,7 @@ class Parser:
                         types.append(t)
                 else:
                     from .builder import infer_result_types
-                    types = infer_result_types(name, operands, attrs)
+                    types = infer_result_types(name, operands, attrs, regions=regions)
                     if len(types) != len(ft.outputs) or not all(_compatible(p, t) for p, t in zip(ft.outputs, types)):
                         raise VerifyError(f"{name}: result types written as ({', '.join(map(str, ft.outputs))}) but "
                                           f"the shape rule gives ({', '.join(t.pretty() for t in types)})")
@@ -665,12 +666,14 @@ class Parser:
             raise self.error(f"%{n} is a single value; #{idx} is out of range", p)
         return v
 
-    def parse_region(self, scope: _Scope) -> Region:
+    def parse_region(self, scope: _Scope, arg_types: list | None = None) -> Region:
         self.expect("{", "'{' opening a region")
         inner = _Scope(scope)
-        block = Block()
+        block = Block(arg_types or [])
         if self.peek("^"):
-            self.block_label(inner, block)
+            self.block_label(inner, block, expected=arg_types)
+        elif arg_types:
+            raise self.error(f"this region takes {len(arg_types)} block arguments: expected ^bb0(...)")
         self.parse_ops(block, inner, "}")
         return Region([block])
 

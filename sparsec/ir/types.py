@@ -7,6 +7,8 @@ are re-derived for every other value by the ops' shape rules when text is parsed
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import re
 from dataclasses import dataclass
@@ -94,6 +96,28 @@ def eval_dim(d: Dim, bindings: Mapping[str, int]) -> int:
 
 def dim_symbols(d: Dim) -> tuple[str, ...]:
     return _split(d)[1]
+
+
+# The values of the symbolic dims during one run (set by the interpreter from its inputs), so
+# references of ops whose attributes name symbolic dims (``sc.reshape``, ``sc.broadcast_to``)
+# can turn them into sizes.
+_DIM_BINDINGS: contextvars.ContextVar[Mapping[str, int] | None] = contextvars.ContextVar(
+    "sparsec_dim_bindings", default=None)
+
+
+@contextlib.contextmanager
+def bound_dims(bindings: Mapping[str, int]):
+    """Make ``bindings`` (symbol -> size) the current run's symbolic dim values."""
+    token = _DIM_BINDINGS.set(dict(bindings))
+    try:
+        yield
+    finally:
+        _DIM_BINDINGS.reset(token)
+
+
+def current_dim_bindings() -> Mapping[str, int]:
+    """The symbolic dim values of the current run (empty outside one)."""
+    return _DIM_BINDINGS.get() or {}
 
 
 class Type:

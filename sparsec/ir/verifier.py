@@ -68,7 +68,7 @@ def verify_op(fn: str, op: Operation, defined: set[int]) -> None:
                 raise _fail(fn, op, f"declared result type {r.type} must be static")
     else:
         try:
-            types = infer_result_types(op.name, list(op.operands), op.attrs, op.loc or "")
+            types = infer_result_types(op.name, list(op.operands), op.attrs, op.loc or "", op.regions)
         except VerifyError as e:
             raise VerifyError(f"@{fn}: {e}") from None
         got = tuple(r.type for r in op.results)
@@ -78,6 +78,12 @@ def verify_op(fn: str, op: Operation, defined: set[int]) -> None:
     for region in op.regions:
         if len(region.blocks) != 1:
             raise _fail(fn, op, "regions must have exactly one block")
+        if opdef.region_args == "operands":
+            got = [a.type for a in region.block.args]
+            want = [v.type for v in op.operands]
+            if got != want:
+                raise _fail(fn, op, f"region arguments ({', '.join(map(str, got))}) must have the operand "
+                                    f"types ({', '.join(map(str, want))})")
         verify_block(fn, region.block, set(defined), "sc.yield")
 
 

@@ -14,3 +14,4 @@ from .linalg import *  # noqa: F401,F403
 from .index import *  # noqa: F401,F403
 from .nn import *  # noqa: F401,F403
 from .moe import *  # noqa: F401,F403
+from .fused import *  # noqa: F401,F403
