@@ -71,3 +71,16 @@ ACTIVATIONS = {
     "relu": lambda x: ops.relu(x),
     "sigmoid": lambda x: ops.sigmoid(x),
 }
+
+
+class Embedding(Module):
+    """Row lookup ``weight[ids]`` with ``weight`` ``[num_embeddings, embedding_dim]`` (HF layout)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, seed: int | None = None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        # uniform(-1, 1): rows of unit-ish scale, so tiny test models have non-degenerate activations
+        self.weight = Parameter(init_weight((num_embeddings, embedding_dim), 1, seed))
+
+    def forward(self, ids):
+        return ops.embedding(ids, self.weight)
