@@ -26,9 +26,9 @@ def summarize(g: Graph) -> dict:
     params = g.params()
     experts: set[tuple[str, int]] = set()
     for name in params:
-        m = re.search(r"(.*)\.experts\.(\d+)\.", name)
+        m = re.match(r"(?:(.*)\.)?experts\.(\d+)\.", name)
         if m:
-            experts.add((m.group(1), int(m.group(2))))
+            experts.add((m.group(1) or "", int(m.group(2))))
     moe_blocks = sorted({p for p, _ in experts})
     quant = Counter(t.format for t in params.values() if isinstance(t, QuantType))
     return {

@@ -82,3 +82,11 @@ def test_show_counts_params(tmp_path):
     r = CliRunner().invoke(main, ["show", _write(tmp_path, str(g))])
     assert r.exit_code == 0, r.output
     assert "params: 1 tensors, 32 elements" in r.output
+
+
+def test_show_counts_moe_experts():
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "tiny_moe.mlir")
+    r = CliRunner().invoke(main, ["show", path])
+    assert r.exit_code == 0, r.output
+    assert "MoE blocks: 1, 8 experts each" in r.output
