@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import InterpretError
 from .ir import Block, Graph, Operation, TensorType, as_dtype
-from .ir.types import QuantType, bound_dims, dim_symbols
+from .ir.types import QuantType, bound_dims, current_dim_bindings, dim_symbols, eval_dim
 
 
 def _bind_inputs(fn, arrays) -> dict[str, int]:
@@ -78,10 +78,18 @@ def run_op(op: Operation, env, weights) -> tuple:
         o = np.asarray(o)
         t = r.type
         if isinstance(t, TensorType):
+            # the reference is the specification: it must produce exactly the declared type
             if o.dtype != t.dtype.np:
-                o = o.astype(t.dtype.np)
+                raise InterpretError(f"{op.describe()}: reference gave dtype {o.dtype} for {t.pretty()}")
             if o.ndim != t.rank:
                 raise InterpretError(f"{op.describe()}: reference gave shape {o.shape} for {t.pretty()}")
+            bindings = current_dim_bindings()
+            for j, (d, n) in enumerate(zip(t.shape, o.shape)):
+                if isinstance(d, int) or all(s in bindings for s in dim_symbols(d)):
+                    want = d if isinstance(d, int) else eval_dim(d, bindings)
+                    if want != n:
+                        raise InterpretError(f"{op.describe()}: result {r.index} has shape {o.shape}, but its type "
+                                             f"{t.pretty()} gives dim {j} = {want} in this run")
         elif isinstance(t, QuantType):
             pass
         fixed.append(o)
