@@ -13,3 +13,11 @@ from .ir import Graph, parse, verify  # noqa: F401
 __version__ = "0.1.0"
 
 from . import nn  # noqa: F401,E402
+
+
+def __getattr__(name):
+    # sc.testing (hypothesis strategies) is imported on first use, keeping `import sparsec` light
+    if name == "testing":
+        import importlib
+        return importlib.import_module(".testing", __name__)
+    raise AttributeError(f"module 'sparsec' has no attribute {name!r}")

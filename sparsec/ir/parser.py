@@ -296,12 +296,14 @@ class Parser:
         if t.is_float:
             if is_hex:
                 bits = int(tok, 16)
+                if not 0 <= bits < 1 << t.bits:  # a bit pattern: no sign, fits the type's width
+                    raise self.error(f"hexadecimal float literal {tok} is not a {t.bits}-bit pattern for {t}", pos)
                 ut = {64: np.uint64, 32: np.uint32, 16: np.uint16}[t.bits]
                 return float(np.array(bits, dtype=ut).view(t.np))
             return float(tok)
         if "." in tok or ("e" in tok.lower() and not is_hex):
             raise self.error(f"integer type {t} with a float literal {tok}", pos)
-        v = int(tok, 0)
+        v = int(tok, 16) if is_hex else int(tok, 10)  # base 10 accepts leading zeros ("01"), as MLIR does
         return bool(v) if t.is_bool else v
 
     def scalar(self, et):

@@ -43,7 +43,7 @@ def verify_op(fn: str, op: Operation, defined: set[int]) -> None:
             raise _fail(fn, op, f"operand {i}: use list is out of date")
     for r in op.results:
         for user, i in r.uses:
-            if user.operands[i] is not r:
+            if not 0 <= i < len(user.operands) or user.operands[i] is not r:
                 raise _fail(fn, op, f"result {r.index}: stale use by {user.name}")
     if op.name in TERMINATORS:
         if op.results or op.regions or op.attrs:
