@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sparsec as sc
+from opcheck import out_types, trace_run  # noqa: F401
 from sparsec import ops
 from sparsec.frontend.tracer import emit
 
@@ -15,23 +16,6 @@ RNG = np.random.default_rng(1)
 
 def rand(*shape, dtype=np.float32):
     return RNG.standard_normal(shape).astype(dtype)
-
-
-def out_types(g):
-    return [v.type for v in g.main.body.terminator.operands]
-
-
-def trace_run(fn, *arrays, dims=None):
-    specs = [sc.TensorSpec(d if d is not None else a.shape, a.dtype)
-             for a, d in zip(arrays, dims or [None] * len(arrays))]
-    g = sc.trace(fn, *specs)
-    assert str(sc.parse(str(g))) == str(g)
-    outs = sc.interpret(g, *arrays)
-    bindings = {d: n for s, a in zip(specs, arrays) for d, n in zip(s.shape, a.shape) if isinstance(d, str)}
-    for o, t in zip(outs, out_types(g)):
-        assert o.shape == t.concrete(bindings), (o.shape, t.pretty())
-        assert o.dtype == t.dtype.np
-    return g, outs
 
 
 @st.composite
