@@ -103,7 +103,10 @@ def _int_div(a, b):
         return a / b
     if np.any(b == 0):
         raise ZeroDivisionError("integer division by zero")
-    return np.trunc(a / b).astype(a.dtype)  # C semantics: round toward zero
+    # C semantics (round toward zero) in exact integer arithmetic: floor division, then
+    # step back towards zero where the signs differ and there is a remainder
+    q = a // b
+    return np.where((a % b != 0) & ((a < 0) != (b < 0)), q + 1, q).astype(a.dtype)
 
 
 _BINARY = {
