@@ -5,7 +5,7 @@ from .core import Block, BlockArgument, Function, Graph, Operation, OpResult, Re
 from .dtypes import DType, as_dtype
 from .opdef import REGISTRY, OpDef, define, get_opdef, register
 from .parser import parse
-from .printer import print_graph, print_op
+from .printer import print_graph
 from .types import (Dim, QuantType, TensorType, Type, broadcast_shapes, canon_dim, dim_div, dim_mul, dim_prod,
                     eval_dim, is_static)
 from .verifier import verify

@@ -57,9 +57,6 @@ class OpDef:
     region_args: str | None = None
     #: target name -> lowering rule; filled in by the target packages
     lowerings: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    #: folding hook and rewrite patterns used by ``canonicalize``
-    fold: Callable[..., Any] | None = None
-    patterns: list = field(default_factory=list)
 
     # -- operands --------------------------------------------------------------------------
     def operand_count_ok(self, n: int) -> bool:
@@ -153,7 +150,6 @@ def register(cls) -> OpDef:
         traits=frozenset(body.get("traits", ())),
         declared_result=body.get("declared_result", False),
         region_args=body.get("region_args"),
-        fold=body.get("fold"),
     )
     kinds = [o.kind for o in opdef.operands]
     if kinds.count("variadic") > 1 or ("variadic" in kinds and "optional" in kinds):

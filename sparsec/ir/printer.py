@@ -160,13 +160,3 @@ def print_graph(g: Graph, locations: bool = False) -> str:
         p.print_function(f, 1)
     p.lines.append("}) : () -> ()")
     return "\n".join(p.lines) + "\n"
-
-
-def print_op(op: Operation) -> str:
-    """One op on its own, operands named by position (for messages and reproducers)."""
-    p = Printer()
-    namer = _Namer()
-    for i, v in enumerate(op.operands):
-        namer.names.setdefault(id(v), f"in{i}")
-    p.print_op(op, namer, 0)
-    return "\n".join(p.lines)
