@@ -1,1 +1,17 @@
-"""Passes over the sparsec IR (installed as ``sparsec.passes``): pass manager and one file per pass."""
+"""Passes over the sparsec IR (installed as ``sparsec.passes``): the pass manager, pattern
+rewriting, and one file per pass.
+
+    pm = sc.passes.PassManager.parse("canonicalize,cse,dce")
+    g2 = pm.run(g)
+"""
+from .registry import (PASSES, PIPELINES, Pass, PassFailure, PipelineError, Statistics, option, parse_pipeline,
+                       register_pass)
+from .rewrite import Pattern, RewriteError, Rewriter, apply_patterns, is_trivially_dead
+from .manager import PassManager, PassRecord
+from . import cse, dce  # noqa: F401,E402  (register the passes)
+
+__all__ = [
+    "PASSES", "PIPELINES", "Pass", "PassFailure", "PassManager", "PassRecord", "Pattern", "PipelineError",
+    "RewriteError", "Rewriter", "Statistics", "apply_patterns", "is_trivially_dead", "option", "parse_pipeline",
+    "register_pass",
+]

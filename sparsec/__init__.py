@@ -13,6 +13,7 @@ from .ir import Graph, parse, verify  # noqa: F401
 __version__ = "0.1.0"
 
 from . import nn  # noqa: F401,E402
+from . import passes  # noqa: F401,E402
 
 
 def __getattr__(name):

@@ -1,0 +1,1 @@
+"""CPU lowering rules: attention ops (to be written)."""

@@ -1,0 +1,1 @@
+"""CPU lowering rules: elementwise ops (to be written)."""

@@ -1,0 +1,1 @@
+"""CPU lowering rules: index ops (to be written)."""

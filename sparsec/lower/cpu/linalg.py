@@ -1,0 +1,1 @@
+"""CPU lowering rules: linalg ops (to be written)."""

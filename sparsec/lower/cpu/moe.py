@@ -1,0 +1,1 @@
+"""CPU lowering rules: moe ops (to be written)."""

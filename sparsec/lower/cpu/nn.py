@@ -1,0 +1,1 @@
+"""CPU lowering rules: nn ops (to be written)."""

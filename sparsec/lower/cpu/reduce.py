@@ -1,0 +1,1 @@
+"""CPU lowering rules: reduce ops (to be written)."""

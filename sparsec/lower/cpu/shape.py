@@ -1,0 +1,1 @@
+"""CPU lowering rules: shape ops (to be written)."""
