@@ -8,7 +8,7 @@ from .registry import (PASSES, PIPELINES, Pass, PassFailure, PipelineError, Stat
                        register_pass)
 from .rewrite import Pattern, RewriteError, Rewriter, apply_patterns, is_trivially_dead
 from .manager import PassManager, PassRecord
-from . import cse, dce  # noqa: F401,E402  (register the passes)
+from . import canonicalize, cse, dce, fold_constants, fuse_elementwise, infer_shapes  # noqa: F401,E402  (register)
 
 __all__ = [
     "PASSES", "PIPELINES", "Pass", "PassFailure", "PassManager", "PassRecord", "Pattern", "PipelineError",

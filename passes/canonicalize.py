@@ -1,0 +1,1 @@
+"""Pass: canonicalize (being written)."""

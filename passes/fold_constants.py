@@ -1,0 +1,1 @@
+"""Pass: fold_constants (being written)."""

@@ -1,0 +1,1 @@
+"""Pass: fuse_elementwise (being written)."""

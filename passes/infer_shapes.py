@@ -1,0 +1,1 @@
+"""Pass: infer_shapes (being written)."""
