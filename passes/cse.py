@@ -15,7 +15,7 @@ def op_key(op: Operation):
     d = op.opdef
     if d is None or "pure" not in d.traits or op.regions or not op.results:
         return None
-    attrs = tuple(sorted((k, format_attr(v)) for k, v in op.attrs.items()))
+    attrs = tuple(sorted((k, "none" if v is None else format_attr(v)) for k, v in op.attrs.items()))
     return (op.name, tuple(id(v) for v in op.operands), attrs, tuple(str(r.type) for r in op.results))
 
 

@@ -120,7 +120,12 @@ class PassManager:
                     path = self._reproducer(before, i)
                     raise PassFailure(f"pass '{p}' (#{i} of '{self.pipeline}') produced invalid IR: {e}\n"
                                       f"reproducer: {path}") from e
-            after = str(graph)
+            try:
+                after = str(graph)
+            except Exception as e:  # noqa: BLE001 - unprintable IR (uses before definition) is invalid IR
+                path = self._reproducer(before, i)
+                raise PassFailure(f"pass '{p}' (#{i} of '{self.pipeline}') produced IR that cannot be printed: "
+                                  f"{e}\nreproducer: {path}") from e
             changed = after != before
             self.report.append(PassRecord(p.name, str(p), seconds, n_before, count_ops(graph), changed, stats))
             if self.print_ir_after_all or (self.print_ir_after_change and changed):

@@ -9,7 +9,7 @@ import click
 from .errors import SparsecError
 
 def _load_model(path: str):
-    from .fileio import read_ir
+    from .fileio import read_model_ir
     if os.path.isdir(path):
         raise SparsecError(f"{path}: Hugging Face folders are not supported yet (expected an .mlir file)")
     ext = os.path.splitext(path)[1].lower()
@@ -17,7 +17,7 @@ def _load_model(path: str):
         raise SparsecError(f"{path}: unsupported model file {ext or '(no extension)'!r}; expected .mlir")
     if not os.path.exists(path):
         raise SparsecError(f"{path}: no such file")
-    return read_ir(path)
+    return read_model_ir(path)
 
 
 class _Group(click.Group):
@@ -64,20 +64,83 @@ def show(model, dot_path):
 
 
 @main.command()
-@click.argument("input_path", metavar="IN.mlir", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the IR here (default: stdout).")
-def opt(input_path, output):
-    """Read IR text, verify it and print it again (like mlir-opt).
+@click.argument("input_path", metavar="IN.mlir", type=click.Path(dir_okay=False), required=False)
+@click.option("-p", "--pipeline", default="", metavar="PIPELINE",
+              help='Passes to run, e.g. "canonicalize,cse,dce" or "quantize{mode=q4_0}".')
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the IR here (default: stdout); weights go beside it as .safetensors.")
+@click.option("--print-ir-after-all", is_flag=True, help="Print the IR after every pass (stderr).")
+@click.option("--print-ir-after-change", is_flag=True, help="Print the IR after each pass that changed it.")
+@click.option("--dump-dir", type=click.Path(file_okay=False), help="Write numbered IR files, one per pass.")
+@click.option("--time-passes", is_flag=True, help="Report the wall time of each pass.")
+@click.option("--statistics", is_flag=True, help="Report what each pass did (ops before/after, counters).")
+@click.option("--verify-each/--no-verify-each", default=True, show_default=True,
+              help="Verify the IR after every pass.")
+@click.option("--fold-params", is_flag=True, help="Let fold-constants evaluate subgraphs over weights.")
+@click.option("--reproducer-dir", type=click.Path(file_okay=False),
+              help="Where a failing pass writes its reproducer (default: --dump-dir or the temp dir).")
+@click.option("--list-passes", is_flag=True, help="List the registered passes and their options, then exit.")
+def opt(input_path, pipeline, output, print_ir_after_all, print_ir_after_change, dump_dir, time_passes,
+        statistics, verify_each, fold_params, reproducer_dir, list_passes):
+    """Run passes over IR text and print the result (like mlir-opt).
 
-    Passes and pipelines (-p) arrive with the pass manager.
+    \b
+    Examples:
+      sparsec opt model.mlir -p "canonicalize,cse,dce,fuse-elementwise" --print-ir-after-all
+      sparsec opt model.mlir -p "canonicalize,cse" --dump-dir dumps/ --time-passes
     """
-    from .fileio import atomic_write_text
+    from .passes import PassManager
+    if list_passes:
+        click.echo(_describe_passes())
+        return
+    if input_path is None:
+        raise click.UsageError("missing IN.mlir (or --list-passes)")
+    pm = PassManager.parse(pipeline, verify_each=verify_each, print_ir_after_all=print_ir_after_all,
+                           print_ir_after_change=print_ir_after_change, dump_dir=dump_dir,
+                           time_passes=time_passes, reproducer_dir=reproducer_dir, source=input_path,
+                           stream=click.get_text_stream("stderr"))
+    if fold_params:
+        _enable_fold_params(pm)
     g = _load_model(input_path)
+    g = pm.run(g, inplace=True)
+    g.verify()
+    if time_passes or statistics:
+        click.echo(f"passes: {pm.pipeline or '(none)'}\n{pm.format_report()}", err=True)
     text = str(g)
     if output:
-        atomic_write_text(output, text)
+        _write_ir_and_weights(output, text, g)
     else:
         click.echo(text, nl=False)
+
+
+def _describe_passes() -> str:
+    from .passes import PASSES, PIPELINES
+    lines = []
+    for name in sorted(PASSES):
+        cls = PASSES[name]
+        lines.append(f"{name}: {cls.summary()}")
+        lines.extend(f"    {o}" for o in cls.options_help())
+    lines.extend(f"pipeline {k}: {v}" for k, v in sorted(PIPELINES.items()))
+    return "\n".join(lines)
+
+
+def _enable_fold_params(pm) -> None:
+    import dataclasses
+    from .passes import PASSES
+    folds = [i for i, p in enumerate(pm.passes) if p.name == "fold-constants"]
+    if not folds:
+        pm.passes.append(PASSES["fold-constants"](fold_params=True))
+    for i in folds:
+        pm.passes[i] = dataclasses.replace(pm.passes[i], fold_params=True)
+
+
+def _write_ir_and_weights(output: str, text: str, g) -> None:
+    """IR text and (when it refers to weights) the weights beside it; both or neither."""
+    from .fileio import atomic_write_text, weights_path_for, write_weights
+    used = {k: g.weights[k] for k in g.params() if k in g.weights}
+    if used:
+        write_weights(weights_path_for(output), used)
+    atomic_write_text(output, text)
 
 
 if __name__ == "__main__":  # pragma: no cover

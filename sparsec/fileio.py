@@ -32,3 +32,44 @@ def read_ir(path: str):
     except (OSError, UnicodeDecodeError) as e:
         raise SparsecError(f"cannot read IR file {path}: {e}") from None
     return parse(text, filename=path)
+
+
+def weights_path_for(ir_path: str) -> str:
+    """The weight file that travels with an IR file: ``model.mlir`` -> ``model.safetensors``."""
+    return os.path.splitext(ir_path)[0] + ".safetensors"
+
+
+def read_weights(path: str) -> dict:
+    """Arrays from a ``.safetensors`` file (the safetensors library; never pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    try:
+        return dict(load_file(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SparsecError(f"cannot read weights {path}: {e}") from None
+
+
+def write_weights(path: str, weights: dict) -> None:
+    """Write ``weights`` atomically (temporary file, then rename)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=d)
+    os.close(fd)
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_model_ir(path: str):
+    """An ``.mlir`` file and, when it exists, its sibling ``.safetensors`` weights."""
+    g = read_ir(path)
+    wp = weights_path_for(path)
+    if os.path.exists(wp):
+        g.weights.update(read_weights(wp))
+    return g
