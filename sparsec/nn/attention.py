@@ -56,7 +56,10 @@ class Attention(Module):
             self.k_norm = RMSNorm(head_dim, norm_eps)
         self.qk_norm = qk_norm
 
-    def forward(self, x, positions=None, mask=None):
+    def forward(self, x, positions=None, mask=None, cache=None):
+        """``cache=(k_cache, v_cache)``, each ``[batch, kv_heads, ctx, head_dim]`` with the earlier
+        positions first: the new keys/values fill its last ``seq`` positions (``sc.kv_write``),
+        attention reads all ``ctx``, and ``(out, (k_cache', v_cache'))`` is returned."""
         b, s = x.shape[0], x.shape[1]
         q = ops.reshape(self.q_proj(x), (b, s, self.num_heads, self.head_dim))
         k = ops.reshape(self.k_proj(x), (b, s, self.num_kv_heads, self.head_dim))
@@ -69,5 +72,8 @@ class Attention(Module):
                 positions = ops.iota(x, axis=1)
             q = ops.rope(q, positions, self.rope_theta, self.rotary_dim, self.rope_interleaved)
             k = ops.rope(k, positions, self.rope_theta, self.rotary_dim, self.rope_interleaved)
+        if cache is not None:
+            k, v = ops.kv_write(cache[0], k, axis=2), ops.kv_write(cache[1], v, axis=2)
         o = ops.attention(q, k, v, mask, causal=self.causal, scale=self.scale)
-        return self.o_proj(merge_heads(o))
+        out = self.o_proj(merge_heads(o))
+        return out if cache is None else (out, (k, v))

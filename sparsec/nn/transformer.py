@@ -25,12 +25,16 @@ class DecoderLayer(Module):
         self.post_attention_layernorm = RMSNorm(hidden, norm_eps)
         self.mlp = mlp
 
-    def forward(self, x, positions=None, mask=None):
-        h = x + self.self_attn(self.input_layernorm(x), positions, mask)
+    def forward(self, x, positions=None, mask=None, cache=None):
+        a = self.self_attn(self.input_layernorm(x), positions, mask, cache) if cache is not None else \
+            self.self_attn(self.input_layernorm(x), positions, mask)
+        if cache is not None:
+            a, cache = a
+        h = x + a
         m = self.mlp(self.post_attention_layernorm(h))
         if isinstance(m, tuple):  # a MoE may also return its router logits
             m = m[0]
-        return h + m
+        return h + m if cache is None else (h + m, cache)
 
 
 class DecoderModel(Module):
@@ -44,13 +48,20 @@ class DecoderModel(Module):
         self.layers = ModuleList(layers)
         self.norm = RMSNorm(hidden, norm_eps)
 
-    def forward(self, input_ids, positions=None):
+    def forward(self, input_ids, positions=None, caches=None):
+        """``caches``: one ``(k_cache, v_cache)`` per layer (see ``Attention``); then returns
+        ``(hidden, new_caches)``."""
         if positions is None:
             positions = ops.iota(input_ids, axis=1)
         h = self.embed_tokens(input_ids)
-        for layer in self.layers:
-            h = layer(h, positions)
-        return self.norm(h)
+        new_caches = []
+        for i, layer in enumerate(self.layers):
+            if caches is None:
+                h = layer(h, positions)
+            else:
+                h, c = layer(h, positions, None, caches[i])
+                new_caches.append(c)
+        return self.norm(h) if caches is None else (self.norm(h), new_caches)
 
 
 class CausalLM(Module):
@@ -91,3 +102,29 @@ class CausalLM(Module):
 
     def forward(self, input_ids):
         return ops.cast(self.lm_head(self.model(input_ids)), "float32")
+
+    # -- decoding with a KV cache ----------------------------------------------------------
+    def cache_layout(self) -> list[tuple[str, tuple, str]]:
+        """The cache inputs of ``forward_cached``: (name, shape with ``batch``/``ctx`` symbols, dtype)."""
+        c = self.config
+        out = []
+        for i in range(c["layers"]):
+            for kind in ("key", "value"):
+                out.append((f"past_{kind}.{i}", ("batch", c["kv_heads"], "ctx", c["head_dim"]), "float32"))
+        return out
+
+    def forward_cached(self, input_ids, positions, *caches):
+        """One decoding step: ``input_ids [batch, seq]`` at ``positions [seq]`` with one
+        ``[batch, kv_heads, ctx, head_dim]`` key and value cache per layer whose last ``seq``
+        positions are free (``ctx = past + seq``). Returns a dict: ``logits [batch, seq, vocab]``
+        and every updated cache (``present_key.{i}``, ``present_value.{i}``)."""
+        n = self.config["layers"]
+        if len(caches) != 2 * n:
+            raise ValueError(f"forward_cached: expected {2 * n} caches (key and value per layer), got {len(caches)}")
+        pairs = [(caches[2 * i], caches[2 * i + 1]) for i in range(n)]
+        h, new = self.model(input_ids, positions, pairs)
+        out = {"logits": ops.cast(self.lm_head(h), "float32")}
+        for i, (k, v) in enumerate(new):
+            out[f"present_key.{i}"] = k
+            out[f"present_value.{i}"] = v
+        return out

@@ -23,7 +23,7 @@ from ..ir import Bool, Float, Int, TensorType, as_dtype, broadcast_shapes, dim_d
 from ..ir.dtypes import result_dtype
 from ._util import require_float, require_int, same_dtype, tensor
 
-__all__ = ["rms_norm", "layer_norm", "rope", "attention"]
+__all__ = ["rms_norm", "layer_norm", "rope", "attention", "kv_write"]
 
 
 def _compute_dtype(dt: np.dtype) -> type:
@@ -266,6 +266,49 @@ class Attention:
 # ---------------------------------------------------------------------------------------------
 # traced API
 
+@register
+class KvWrite:
+    """The KV-cache update: ``cache`` with its last ``S`` positions along ``axis`` replaced by
+    ``new`` (``cache [..., L, ...]``, ``new [..., S, ...]``, all other dims equal, ``S <= L``).
+
+    A decoding step hands the model a cache view of ``L = past + S`` positions whose first
+    ``past`` hold earlier keys; the step's new keys fill the rest and attention reads all ``L``.
+    The runtime may do the update in place when the cache input is donated to the step.
+    """
+    name = "sc.kv_write"
+    operands = ("cache", "new")
+    attrs = {"axis": Int(2, doc="the position axis")}
+    traits = ("pure",)
+
+    def infer(cache, new, *, axis):
+        tensor(cache, "cache")
+        tensor(new, "new")
+        same_dtype(cache, new)
+        if cache.rank != new.rank:
+            raise ValueError(f"cache and new must have the same rank, got {cache.pretty()} and {new.pretty()}")
+        if not -cache.rank <= axis < cache.rank:
+            raise ValueError(f"axis {axis} out of range for rank {cache.rank}")
+        ax = axis % cache.rank
+        for i, (a, b) in enumerate(zip(cache.shape, new.shape)):
+            if i != ax:
+                _check_dim(b, a, f"dim {i} of new vs cache")
+        L, S = cache.shape[ax], new.shape[ax]
+        if isinstance(L, int) and isinstance(S, int) and S > L:
+            raise ValueError(f"new has {S} positions, more than the cache's {L}")
+        return cache
+
+    def reference(cache, new, *, axis):
+        ax = axis % cache.ndim
+        L, S = cache.shape[ax], new.shape[ax]
+        if S > L:
+            raise ValueError(f"new has {S} positions, more than the cache's {L}")
+        out = cache.copy()
+        idx = [slice(None)] * cache.ndim
+        idx[ax] = slice(L - S, L)
+        out[tuple(idx)] = new
+        return out
+
+
 def rms_norm(x, weight, eps: float = 1e-6):
     """Llama RMSNorm of ``x`` over its last axis, scaled by ``weight``."""
     return emit("sc.rms_norm", as_tensor(x), as_tensor(weight), eps=eps)
@@ -288,3 +331,8 @@ def attention(q, k, v, mask=None, causal: bool = False, scale: float | None = No
     """Scaled-dot-product attention (see ``sc.attention``); ``scale=None`` means ``1/sqrt(head_dim)``."""
     return emit("sc.attention", as_tensor(q), as_tensor(k), as_tensor(v), mask, causal=causal,
                 scale=0.0 if scale is None else scale)
+
+
+def kv_write(cache, new, axis: int = 2):
+    """``cache`` with its last positions along ``axis`` replaced by ``new`` (see ``sc.kv_write``)."""
+    return emit("sc.kv_write", as_tensor(cache), as_tensor(new), axis=axis)

@@ -474,6 +474,19 @@ def _attention(draw, ctx):
     return ops, {"causal": draw(st.booleans()), "scale": draw(st.sampled_from([0.0, 0.5]))}
 
 
+@generator("sc.kv_write")
+def _kv_write(draw, ctx):
+    cache = ctx.pick_float(lambda v: v.type.rank >= 1 and any(isinstance(d, int) for d in v.type.shape))
+    if cache is None:
+        return None
+    axis = draw(st.sampled_from([i for i, d in enumerate(cache.type.shape) if isinstance(d, int)]))
+    n = cache.type.shape[axis]
+    s = draw(st.integers(1, n))
+    src = ctx.pick(lambda v: v.type == cache.type) or cache
+    new = src if s == n else ctx.emit("sc.slice", src, axis=axis, start=0, stop=s, step=1)
+    return [cache, new], {"axis": axis - cache.type.rank if draw(st.booleans()) else axis}
+
+
 # ---------------------------------------------------------------------------------------------
 # region ops
 

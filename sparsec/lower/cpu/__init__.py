@@ -84,7 +84,7 @@ def run_naive(graph, *arrays, reference_fallback: frozenset[str] | set[str] = fr
     from ...interpreter import _bind_inputs, run_op
     from ...ir.types import bound_dims
     fn = graph.main
-    arrays = [np.ascontiguousarray(a) for a in arrays]
+    arrays = [np.require(a, requirements="C") for a in arrays]
     bindings = _bind_inputs(fn, arrays)
     env = {id(a): x for a, x in zip(fn.args, arrays)}
     used: list[str] = []
@@ -95,14 +95,14 @@ def run_naive(graph, *arrays, reference_fallback: frozenset[str] | set[str] = fr
                 return tuple(env[id(v)] for v in op.operands)
             if op.name == "sc.param":
                 w = graph.weights[op.attrs["name"]]
-                env[id(op.result)] = w if isinstance(op.result.type, QuantType) else np.ascontiguousarray(w)
+                env[id(op.result)] = w if isinstance(op.result.type, QuantType) else np.require(w, requirements="C")
                 continue
             if op.name == "sc.constant":
-                env[id(op.result)] = np.ascontiguousarray(op.attrs["value"])
+                env[id(op.result)] = np.require(op.attrs["value"], requirements="C")
                 continue
             if not has_cpu_lowering(op.name) and op.name in reference_fallback:
                 for r, x in zip(op.results, run_op(op, env, graph.weights)):
-                    env[id(r)] = np.ascontiguousarray(x)
+                    env[id(r)] = np.require(x, requirements="C")
                 continue
             k = lower_op(op)
             ins = [env[id(v)] for v in op.operands]
@@ -121,4 +121,4 @@ def run_naive(graph, *arrays, reference_fallback: frozenset[str] | set[str] = fr
 run_naive.last_kernels = []
 
 # rule modules register themselves on import
-from . import attention, elementwise, index, linalg, moe, nn, reduce, shape  # noqa: E402,F401
+from . import attention, cache, elementwise, index, linalg, moe, nn, reduce, shape  # noqa: E402,F401

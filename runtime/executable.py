@@ -1,0 +1,261 @@
+"""The executable: runs a lowered ``Plan`` on NumPy arrays with preplanned memory.
+
+For each distinct set of symbolic-dim sizes (``tokens=5``...) the executable prepares once:
+concrete shapes, an arena holding every intermediate buffer at the offset the memory planner
+chose, views of static buffers, and for each step the argument list its kernel is called with.
+A call then only checks the inputs, puts them (and fresh arrays for the results) into the
+prepared argument lists, and calls the kernels in order: the per-call Python work is one
+loop over ``fn(*args)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SparsecError
+from ..ir.types import TensorType, bound_dims, dim_symbols
+from .memory import liveness, place, storage_root
+from .plan import Plan
+
+
+MAX_PREPARED = 16  # sets of sizes kept prepared (arena + argument lists) per executable
+
+
+class RuntimeInputError(SparsecError):
+    """Inputs of the wrong number, dtype or shape for a compiled function."""
+
+
+class KernelError(SparsecError):
+    """A kernel failed at run time; names the op and where it came from."""
+
+
+@dataclass
+class _Prepared:
+    entries: list            # (fn, args, patches, step index); patches None for plain kernels
+    input_patches: list      # per input: [(args list, position)]
+    fresh: list              # (root slot, shape, dtype, [(args, position)], members) allocated per call
+    static_values: dict      # slot -> array (arena buffers, weights, constants, static views)
+    arena_bytes: int
+    result_sources: list     # per output: ("static", array) | ("slot", slot)
+
+
+class Executable:
+    """``Executable(plan)(*arrays) -> tuple of arrays``."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.storages = liveness(plan)
+        self._prepared: dict[tuple, _Prepared] = {}
+        self._input_dims = []  # per input: (name, type, [(axis, symbol)])
+        for slot_i, name in zip(plan.inputs, plan.input_names):
+            t = plan.slots[slot_i].type
+            syms = [(ax, d) for ax, d in enumerate(t.shape) if isinstance(d, str) and dim_symbols(d) == (d,)]
+            self._input_dims.append((name, t, syms))
+        self._symbols = sorted({d for _, _, syms in self._input_dims for _, d in syms})
+        self._inplace = set(plan.inplace_inputs)
+        # prepared state depends only on the symbols that size buffers the executable owns
+        # (a KV cache length ``ctx`` that only sizes donated inputs does not force a new plan)
+        input_roots = {storage_root(plan, i) for i in plan.inputs}
+        owned = set()
+        for s in plan.slots:
+            if s.kind == "buffer" and storage_root(plan, s.index) not in input_roots and isinstance(s.type, TensorType):
+                for d in s.type.shape:
+                    if isinstance(d, str):
+                        owned.update(dim_symbols(d))
+        self._key_symbols = [s for s in self._symbols if s in owned]
+
+    # -- calling ---------------------------------------------------------------------------
+    def bind(self, arrays) -> dict[str, int]:
+        """Check the inputs against the function's types; returns the symbol sizes they give."""
+        if len(arrays) != len(self._input_dims):
+            names = ", ".join(n for n, _, _ in self._input_dims)
+            raise RuntimeInputError(f"@{self.plan.function} takes {len(self._input_dims)} inputs ({names}), "
+                                    f"got {len(arrays)}")
+        b: dict[str, int] = {}
+        for x, (name, t, syms) in zip(arrays, self._input_dims):
+            if not isinstance(x, np.ndarray):
+                raise RuntimeInputError(f"input {name!r}: expected a NumPy array {t.pretty()}, "
+                                        f"got {type(x).__name__}")
+            if x.dtype != t.dtype.np:
+                raise RuntimeInputError(f"input {name!r}: expected dtype {t.dtype} ({t.pretty()}), got {x.dtype}")
+            if x.ndim != t.rank:
+                raise RuntimeInputError(f"input {name!r}: expected rank {t.rank} {t.pretty()}, got shape {x.shape}")
+            for ax, d in enumerate(t.shape):
+                if isinstance(d, int) and x.shape[ax] != d:
+                    raise RuntimeInputError(f"input {name!r}: dim {ax} must be {d} ({t.pretty()}), "
+                                            f"got shape {x.shape}")
+            for ax, s in syms:
+                n = x.shape[ax]
+                if b.setdefault(s, n) != n:
+                    raise RuntimeInputError(f"input {name!r}: dim {ax} is {s!r}={b[s]} from an earlier input, "
+                                            f"got {n}")
+        return b
+
+    def __call__(self, *arrays) -> tuple[np.ndarray, ...]:
+        arrays = [a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrays]
+        b = self.bind(arrays)
+        key = tuple(b.get(s, 0) for s in self._key_symbols)
+        prep = self._prepared.get(key)
+        if prep is None:
+            if len(self._prepared) >= MAX_PREPARED:  # bound the memory held for past sizes
+                self._prepared.pop(next(iter(self._prepared)))
+            prep = self._prepared[key] = self._prepare(b)
+        return self._run(prep, arrays, b)
+
+    def _run(self, prep: _Prepared, arrays, bindings) -> tuple[np.ndarray, ...]:
+        for i, (x, patches) in enumerate(zip(arrays, prep.input_patches)):
+            if not x.flags.c_contiguous and i not in self._inplace:
+                x = np.require(x, requirements="C")
+            for args, j in patches:
+                args[j] = x
+        fresh_arrays = {}
+        for root, shape, dtype, patches, _members in prep.fresh:
+            a = np.empty(shape, dtype)
+            fresh_arrays[root] = a
+            for args, j in patches:
+                args[j] = a
+        k = -1
+        try:
+            with bound_dims(bindings):  # view kernels of per-call arrays may read symbol sizes
+                for fn, args, patches, k in prep.entries:
+                    if patches is None:
+                        fn(*args)
+                    else:
+                        outs = fn(*args)
+                        for out, plist in zip(outs, patches):
+                            for a, j in plist:
+                                a[j] = out
+        except SparsecError:
+            raise
+        except Exception as e:  # name the op and where it came from, as the interpreter does
+            step = self.plan.steps[k]
+            where = f" (from {step.loc})" if step.loc else ""
+            raise KernelError(f"{step.op}{where}: kernel {step.kernel} failed: {type(e).__name__}: {e}") from e
+        results = []
+        for src in prep.result_sources:
+            if src[0] == "static":
+                results.append(src[1].copy())
+            elif src[0] == "input":
+                results.append(arrays[src[1]])
+            else:  # the producing step's args hold the per-call array at the recorded place
+                args, j = src[1]
+                results.append(args[j])
+        return tuple(results)
+
+    def warmup(self, progress=None) -> float:
+        """Run every kernel once on small inputs (each symbolic dim = 1, all values 1) so that
+        JIT compilation happens now; ``progress(step_index)`` after each step. Returns seconds.
+        A kernel that rejects these values at run time (an index out of range) is left to compile
+        at the first real call."""
+        import time
+        t0 = time.perf_counter()
+        b = {s: 1 for s in self._symbols}
+        arrays = [np.ones(t.concrete(b), t.dtype.np) for _, t, _ in self._input_dims]
+        prep = self._prepared.get(tuple(1 for _ in self._key_symbols)) or self._prepare(b)
+        for x, patches in zip(arrays, prep.input_patches):
+            for args, j in patches:
+                args[j] = x
+        for root, shape, dtype, patches, _m in prep.fresh:
+            a = np.empty(shape, dtype)
+            for args, j in patches:
+                args[j] = a
+        with bound_dims(b), np.errstate(all="ignore"):
+            for fn, args, patches, k in prep.entries:
+                try:
+                    outs = fn(*args)
+                except Exception:  # noqa: BLE001 - data-dependent failure on dummy values
+                    break
+                if patches is not None:
+                    for out, plist in zip(outs, patches):
+                        for a, j in plist:
+                            a[j] = out
+                if progress is not None:
+                    progress(k)
+        return time.perf_counter() - t0
+
+    # -- preparing for one set of sizes ----------------------------------------------------
+    def _prepare(self, bindings: dict[str, int]) -> _Prepared:
+        plan = self.plan
+        shapes, nbytes = {}, {}
+        for s in plan.slots:
+            if isinstance(s.type, TensorType):
+                shapes[s.index] = s.type.concrete(bindings)
+                nbytes[s.index] = int(np.prod(shapes[s.index], dtype=np.int64)) * s.type.dtype.np.itemsize
+            else:
+                shapes[s.index], nbytes[s.index] = None, 0
+        output_roots = {storage_root(plan, o) for o in plan.outputs}
+        input_roots = {storage_root(plan, i) for i in plan.inputs}
+        dynamic_roots = output_roots | input_roots
+        arena_storages = [st for st in self.storages if st.root not in dynamic_roots]
+        offsets, arena_bytes = place(arena_storages, nbytes)
+        arena = np.empty(max(arena_bytes, 1), np.uint8)
+
+        static: dict[int, np.ndarray] = {}
+        for s in plan.slots:
+            if s.kind == "weight":
+                static[s.index] = plan.weights[s.weight]
+            elif s.kind == "constant":
+                static[s.index] = s.value
+            elif s.kind == "buffer" and s.alias_of is None and s.index in offsets:
+                off = offsets[s.index]
+                static[s.index] = arena[off:off + nbytes[s.index]].view(s.type.dtype.np).reshape(shapes[s.index])
+
+        # slots whose array changes per call: inputs, fresh outputs, and views/in-place results of them
+        dynamic = {s.index for s in plan.slots if storage_root(plan, s.index) in dynamic_roots}
+        entries = []
+        slot_uses: dict[int, list] = {}  # dynamic slot -> [(args, position)] to patch per call
+        with bound_dims(bindings):
+            for step_index, step in enumerate(plan.steps):
+                ins = list(step.inputs)
+                if step.view and not step.inplace and all(i not in dynamic for i in ins):
+                    outs = step.fn(*[static[i] for i in ins])  # a view of static memory: once, now
+                    for o, a in zip(step.outputs, outs):
+                        if not np.shares_memory(a, static[ins[0]]):
+                            raise KernelError(f"{step.op}: view kernel {step.kernel} returned a copy, not a view")
+                        static[o] = a
+                    continue
+                args = [static.get(i) for i in ins]
+                for j, i in enumerate(ins):
+                    if i in dynamic:
+                        slot_uses.setdefault(i, []).append((args, j))
+                if step.view or step.inplace:
+                    patches = [slot_uses.setdefault(o, []) for o in step.outputs]
+                    entries.append((step.fn, args, patches, step_index))
+                else:
+                    base = len(args)
+                    for k, o in enumerate(step.outputs):
+                        args.append(static.get(o))
+                        if o in dynamic:
+                            slot_uses.setdefault(o, []).append((args, base + k))
+                    entries.append((step.fn, args, None, step_index))
+
+        result_sources = []
+        for o in plan.outputs:
+            if o in plan.inputs:
+                result_sources.append(("input", plan.inputs.index(o)))
+            elif o not in dynamic:
+                result_sources.append(("static", static[o]))
+            else:  # a holder patched like every other use of the slot
+                holder = [None]
+                slot_uses.setdefault(o, []).append((holder, 0))
+                result_sources.append(("slot", (holder, 0)))
+        input_patches = [slot_uses.get(i, []) for i in plan.inputs]
+        fresh = []
+        for st in self.storages:
+            if st.root in output_roots and st.root not in input_roots and plan.slots[st.root].kind == "buffer":
+                fresh.append((st.root, shapes[st.root], plan.slots[st.root].type.dtype.np,
+                              slot_uses.get(st.root, []), st.members))
+        return _Prepared(entries, input_patches, fresh, static, arena_bytes, result_sources)
+
+    # -- reports ---------------------------------------------------------------------------
+    def memory_report(self, bindings: dict[str, int]) -> dict:
+        """Arena size with planning against the sum of all intermediate buffers, for these sizes."""
+        key = tuple(bindings.get(s, 0) for s in self._key_symbols)
+        prep = self._prepared.get(key) or self._prepare(bindings)
+        total = 0
+        for s in self.plan.slots:
+            if s.kind == "buffer" and s.alias_of is None and isinstance(s.type, TensorType):
+                total += int(np.prod(s.type.concrete(bindings), dtype=np.int64)) * s.type.dtype.np.itemsize
+        return {"arena_bytes": prep.arena_bytes, "unplanned_bytes": total}
+

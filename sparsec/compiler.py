@@ -1,0 +1,248 @@
+"""``sc.compile``: trace (if needed) -> passes -> lowering -> executables; ``CompiledModel``
+runs them, generates tokens, and saves/loads the ``.spc`` artifact.
+
+    cm = sc.compile(model, sc.TensorSpec(("batch", "seq"), "int64"))
+    logits = cm(ids)
+    cm.save("m.spc"); cm2 = sc.load("m.spc")
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+from .errors import SparsecError
+from .ir import Graph
+
+QUANT_MODES = (None, "int8", "q8_0", "q4_0", "int4")
+TARGETS = ("cpu", "cuda")
+
+
+class CompileError(SparsecError):
+    """A model that cannot be compiled with the options given."""
+
+
+class CompiledModel:
+    """A compiled module: call it with NumPy arrays (one array back for one output, else a tuple).
+
+    ``report`` holds what compilation did: pass pipeline and per-pass op counts, kernels per
+    op, and the time of each phase.
+    """
+
+    def __init__(self, graph: Graph, executables: dict, target: str, pipeline: str, quantize, report: dict):
+        self.graph = graph
+        self.executables = executables
+        self.target = target
+        self.pipeline = pipeline
+        self.quantize = quantize
+        self.report = report
+        main = graph.main
+        self._main = executables[main.name]
+        self.input_names = main.input_names()
+        self.output_names = main.output_names()
+
+    def __call__(self, *arrays):
+        outs = self._main(*arrays)
+        return outs[0] if len(outs) == 1 else outs
+
+    def run(self, *arrays) -> tuple:
+        """Always a tuple of outputs."""
+        return self._main(*arrays)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{n}: {a.type.pretty()}" for n, a in zip(self.input_names, self.graph.main.args))
+        return f"<CompiledModel {self.target} ({ins}) pipeline={self.pipeline!r}>"
+
+    # -- generation ------------------------------------------------------------------------
+    def generate(self, input_ids, max_new_tokens: int) -> np.ndarray:
+        """Greedy decoding: appends ``max_new_tokens`` argmax tokens to ``input_ids`` int64
+        ``[batch, seq]`` and returns ``[batch, seq + max_new_tokens]``."""
+        from .runtime.generate import generate
+        return generate(self, input_ids, max_new_tokens)
+
+    # -- artifact --------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Write the ``.spc`` artifact (optimized IR, weights, manifest, checksum) atomically."""
+        from .runtime.artifact import save_artifact
+        weights = {k: self.graph.weights[k] for k in self.graph.params() if k in self.graph.weights}
+        manifest = {
+            "sparsec_version": _version(), "target": self.target, "pipeline": self.pipeline,
+            "quantize": self.quantize,
+            "kernels": {name: [f"{s.op}:{s.kernel}" for s in ex.plan.steps]
+                        for name, ex in self.executables.items()},
+        }
+        save_artifact(path, str(self.graph), weights, manifest)
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _progress_bar(total: int, desc: str, enabled: bool | None):
+    """A tqdm bar on a terminal (or when asked), nothing otherwise."""
+    if enabled is False or total == 0:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="kernel", leave=False,
+                disable=None if enabled is None else not enabled, file=sys.stderr)
+
+
+def to_graph(model, specs) -> Graph:
+    """A Graph from a Graph (copied), an ``sc.nn.Module``, or a Python function over Tensors."""
+    from .frontend.tracer import trace
+    from .testing.equivalence import clone
+    if isinstance(model, Graph):
+        return clone(model)
+    if isinstance(model, str):
+        from .fileio import read_model_ir
+        return read_model_ir(model)
+    if not callable(model):
+        raise CompileError(f"sc.compile: expected an sc.nn.Module, a function or an sc.Graph, "
+                           f"got {type(model).__name__}")
+    if not specs:
+        raise CompileError("sc.compile: give one sc.TensorSpec per model input, e.g. "
+                           "sc.TensorSpec((\"batch\", \"seq\"), \"int64\")")
+    return trace(model, *specs)
+
+
+class _DecodeStep:
+    """Traces ``model.forward_cached`` with the model's parameter names."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def named_parameters(self):
+        return self.model.named_parameters()
+
+    def forward(self, input_ids, positions, *caches):
+        return self.model.forward_cached(input_ids, positions, *caches)
+
+    __call__ = forward
+
+
+def add_decode_function(graph: Graph, model) -> None:
+    """For a causal LM module (``forward_cached`` + ``cache_layout``), add the KV-cache
+    ``decode`` function that ``generate`` uses (see ``sparsec.runtime.generate``)."""
+    from .frontend.tracer import TensorSpec, trace
+    from .runtime.generate import DECODE
+    specs = [TensorSpec(("batch", "seq"), "int64", name="input_ids"), TensorSpec(("seq",), "int64", name="positions")]
+    specs += [TensorSpec(shape, dt, name=name) for name, shape, dt in model.cache_layout()]
+    g = trace(_DecodeStep(model), *specs, name=DECODE)
+    fn = g.functions[DECODE]
+    graph.add_function(fn)
+    for k, w in g.weights.items():
+        graph.weights.setdefault(k, w)
+
+
+def lower_all(graph: Graph, target: str) -> dict:
+    """An ``Executable`` per function; the decode function's caches are donated (updated in place)."""
+    from .lower import lower_function
+    from .runtime.executable import Executable
+    from .runtime.generate import DECODE, is_cache_input
+    out = {}
+    for name, fn in graph.functions.items():
+        donate = {n for n in fn.input_names() if is_cache_input(n)} if name == DECODE else set()
+        out[name] = Executable(lower_function(graph, name, target, donate=donate))
+    return out
+
+
+def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pipeline: str = "default",
+            threads: int | None = None, progress: bool | None = None, verify_each: bool = False,
+            print_ir_after_all: bool = False, dump_dir: str | None = None, warmup: bool = True,
+            on_pass: Callable | None = None) -> CompiledModel:
+    """Compile ``model`` (an ``sc.nn.Module``, a function, an ``sc.Graph`` or an ``.mlir``
+    path) for ``target``.
+
+    ``pipeline`` is pass pipeline text (``"default"`` = canonicalize, cse, dce,
+    fuse-elementwise, plus what later passes add). ``threads`` sets the kernel thread count.
+    ``progress``: None = a progress bar only on a terminal. ``warmup`` compiles every kernel
+    now (else at first call).
+    """
+    from .passes import PassManager
+    if target not in TARGETS:
+        raise CompileError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    if quantize not in QUANT_MODES:
+        raise CompileError(f"unknown quantize mode {quantize!r}; expected one of "
+                           f"{', '.join(str(m) for m in QUANT_MODES)}")
+    if target == "cuda":
+        raise CompileError("target 'cuda' is not available in this build yet (the CUDA backend is a separate "
+                           "piece of work); use target='cpu'")
+    if quantize is not None:
+        raise CompileError(f"quantize={quantize!r}: the quantization pass is not available in this build yet; "
+                           f"compile without quantize")
+    if threads is not None:
+        set_threads(threads)
+    times = {}
+    t0 = time.perf_counter()
+    graph = to_graph(model, specs)
+    if hasattr(model, "forward_cached") and hasattr(model, "cache_layout"):
+        add_decode_function(graph, model)
+    times["trace"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    pm = PassManager.parse(pipeline, verify_each=verify_each, print_ir_after_all=print_ir_after_all,
+                           dump_dir=dump_dir)
+    graph = pm.run(graph, inplace=True)
+    graph.verify()
+    times["passes"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    executables = lower_all(graph, target)
+    times["lower"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    from .runtime import kernel_stats
+    before = kernel_stats()
+    if warmup:
+        total = sum(len(ex.plan.steps) for ex in executables.values())
+        bar = _progress_bar(total, "compiling kernels", progress)
+        for ex in executables.values():
+            ex.warmup(None if bar is None else (lambda k: bar.update(1)))
+        if bar is not None:
+            bar.close()
+    times["kernels"] = time.perf_counter() - t0
+    after = kernel_stats()
+    report = {
+        "times": times,
+        "passes": pm.format_report(timing=True),
+        "pass_records": pm.report,
+        "kernels": {name: ex.plan.kernel_counts() for name, ex in executables.items()},
+        "kernel_cache": {k: after.get(k, 0) - before.get(k, 0) for k in after},
+    }
+    return CompiledModel(graph, executables, target, pm.pipeline, quantize, report)
+
+
+def load(path: str, threads: int | None = None, warmup: bool = True) -> CompiledModel:
+    """A ``CompiledModel`` from a ``.spc`` artifact (checked: format version and checksum)."""
+    from .ir import parse
+    from .runtime.artifact import ArtifactError, load_artifact
+    ir, weights, manifest = load_artifact(path)
+    try:
+        graph = parse(ir, filename=f"{path}:ir")
+    except SparsecError as e:
+        raise ArtifactError(f"{path}: the IR inside does not parse: {e}") from None
+    graph.weights = weights
+    if threads is not None:
+        set_threads(threads)
+    t0 = time.perf_counter()
+    executables = lower_all(graph, manifest.get("target", "cpu"))
+    for ex in executables.values():
+        if warmup:
+            ex.warmup()
+    report = {"times": {"load": time.perf_counter() - t0}, "manifest": manifest,
+              "kernels": {name: ex.plan.kernel_counts() for name, ex in executables.items()}}
+    return CompiledModel(graph, executables, manifest.get("target", "cpu"), manifest.get("pipeline", ""),
+                         manifest.get("quantize"), report)
+
+
+def set_threads(n: int) -> None:
+    """Threads the parallel kernels use (at most what Numba was started with)."""
+    import numba
+    top = numba.config.NUMBA_NUM_THREADS
+    if not 1 <= int(n) <= top:
+        raise CompileError(f"threads={n}: expected 1..{top} (this machine's Numba thread pool; set "
+                           f"NUMBA_NUM_THREADS before starting Python for more)")
+    numba.set_num_threads(int(n))
