@@ -10,6 +10,11 @@ from .rewrite import Pattern, RewriteError, Rewriter, apply_patterns, is_trivial
 from .manager import PassManager, PassRecord
 from . import canonicalize, cse, dce, fold_constants, fuse_elementwise, infer_shapes  # noqa: F401,E402  (register)
 
+#: what ``sc.compile`` and ``sparsec compile`` run unless told otherwise. Canonicalization only
+#: tidies: every later pass is correct without it (tests run the pipeline with and without).
+PIPELINES["default"] = "canonicalize,cse,dce,fuse-elementwise"
+PIPELINES["classic"] = "canonicalize,cse,dce"
+
 __all__ = [
     "PASSES", "PIPELINES", "Pass", "PassFailure", "PassManager", "PassRecord", "Pattern", "PipelineError",
     "RewriteError", "Rewriter", "Statistics", "apply_patterns", "is_trivially_dead", "option", "parse_pipeline",

@@ -9,15 +9,30 @@ import click
 from .errors import SparsecError
 
 def _load_model(path: str):
+    """IR text (.mlir, weights from the sibling .safetensors) or a compiled .spc (its optimized IR)."""
     from .fileio import read_model_ir
     if os.path.isdir(path):
-        raise SparsecError(f"{path}: Hugging Face folders are not supported yet (expected an .mlir file)")
+        raise SparsecError(f"{path}: Hugging Face folders are not supported yet (expected an .mlir or .spc file)")
     ext = os.path.splitext(path)[1].lower()
-    if ext != ".mlir":
-        raise SparsecError(f"{path}: unsupported model file {ext or '(no extension)'!r}; expected .mlir")
+    if ext not in (".mlir", ".spc"):
+        raise SparsecError(f"{path}: unsupported model file {ext or '(no extension)'!r}; expected .mlir or .spc")
     if not os.path.exists(path):
         raise SparsecError(f"{path}: no such file")
+    if ext == ".spc":
+        from .ir import parse
+        from .runtime.artifact import load_artifact
+        ir, weights, _ = load_artifact(path)
+        g = parse(ir, filename=f"{path}:ir")
+        g.weights = weights
+        return g
     return read_model_ir(path)
+
+
+def _load_compiled(path: str, threads=None):
+    if not path.endswith(".spc"):
+        raise SparsecError(f"{path}: expected a compiled model (.spc); make one with `sparsec compile`")
+    from .compiler import load
+    return load(path, threads=threads)
 
 
 class _Group(click.Group):
@@ -141,6 +156,104 @@ def _write_ir_and_weights(output: str, text: str, g) -> None:
     if used:
         write_weights(weights_path_for(output), used)
     atomic_write_text(output, text)
+
+
+@main.command(name="compile")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .spc file to write.")
+@click.option("--target", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--quantize", type=click.Choice(["int8", "q8_0", "q4_0", "int4"]), default=None,
+              help="Weight quantization mode.")
+@click.option("-p", "--pipeline", default="default", show_default=True, help="Pass pipeline text.")
+@click.option("--print-ir-after-all", is_flag=True, help="Print the IR after every pass (stderr).")
+@click.option("--dump-dir", type=click.Path(file_okay=False), help="Write numbered IR files, one per pass.")
+@click.option("--threads", type=int, default=None, help="Threads for the kernels (default: all cores).")
+def compile_cmd(model, output, target, quantize, pipeline, print_ir_after_all, dump_dir, threads):
+    """Compile MODEL (IR text .mlir with its .safetensors weights) into OUT.spc."""
+    import time
+    from .compiler import compile as sc_compile
+    g = _load_model(model)
+    if not output.endswith(".spc"):
+        raise SparsecError(f"{output}: the output must be a .spc file")
+    t0 = time.perf_counter()
+    cm = sc_compile(g, target=target, quantize=quantize, pipeline=pipeline, threads=threads,
+                    print_ir_after_all=print_ir_after_all, dump_dir=dump_dir)
+    seconds = time.perf_counter() - t0
+    cm.save(output)
+    n = sum(len(ex.plan.steps) for ex in cm.executables.values())
+    click.echo(f"passes ({cm.pipeline}):\n{cm.report['passes']}", err=True)
+    click.echo(f"compiled {model} -> {output}: {n} kernels, {seconds:.2f} s", err=True)
+
+
+def _parse_inputs(items, names):
+    import numpy as np
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SparsecError(f"--input {item!r}: expected NAME=FILE.npy")
+        name, path = item.split("=", 1)
+        if name not in names:
+            raise SparsecError(f"--input {name}: the model has no input {name!r}; inputs: {', '.join(names)}")
+        try:
+            out[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise SparsecError(f"--input {name}: cannot read {path}: {e}") from None
+    missing = [n for n in names if n not in out]
+    if missing:
+        raise SparsecError(f"missing --input for {', '.join(missing)} (the model takes {', '.join(names)})")
+    return [out[n] for n in names]
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="One per model input.")
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the outputs to this .npz file.")
+@click.option("--threads", type=int, default=None)
+def run(artifact, inputs, output, threads):
+    """Run a compiled model once on .npy inputs."""
+    import numpy as np
+    cm = _load_compiled(artifact, threads)
+    arrays = _parse_inputs(inputs, cm.input_names)
+    outs = cm.run(*arrays)
+    if output:
+        import io
+        buf = io.BytesIO()
+        np.savez(buf, **dict(zip(cm.output_names, outs)))
+        from .fileio import atomic_write_bytes
+        atomic_write_bytes(output, buf.getvalue())
+        click.echo(f"wrote {output}: {', '.join(f'{n} {o.shape} {o.dtype}' for n, o in zip(cm.output_names, outs))}")
+    else:
+        for n, o in zip(cm.output_names, outs):
+            click.echo(f"{n}: shape {o.shape} dtype {o.dtype}\n{np.array2string(o, threshold=20, edgeitems=3)}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--ids", required=True, help="Prompt token ids, comma separated.")
+@click.option("--max-new-tokens", type=int, default=16, show_default=True)
+@click.option("--threads", type=int, default=None)
+def generate(artifact, ids, max_new_tokens, threads):
+    """Greedy decoding from a compiled causal LM; prints the token ids."""
+    import numpy as np
+    try:
+        prompt = np.array([[int(t) for t in ids.split(",") if t.strip()]], np.int64)
+    except ValueError:
+        raise SparsecError(f"--ids {ids!r}: expected comma-separated integers") from None
+    cm = _load_compiled(artifact, threads)
+    out = cm.generate(prompt, max_new_tokens)
+    click.echo(",".join(str(int(t)) for t in out[0]))
+
+
+@main.command()
+@click.option("--threads", type=int, default=None, help="Threads for the kernels.")
+@click.option("-p", "--pipeline", default="default", show_default=True)
+def demo(threads, pipeline):
+    """Compile the embedded tiny MoE language model, check it against the interpreter, report."""
+    from .demo import DemoMismatch, run_demo
+    try:
+        run_demo(click.echo, pipeline=pipeline, threads=threads)
+    except DemoMismatch as e:
+        raise SparsecError(f"demo: {e}") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

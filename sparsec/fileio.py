@@ -23,6 +23,20 @@ def atomic_write_text(path: str, text: str) -> None:
         raise
 
 
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def read_ir(path: str):
     """Parse an ``.mlir`` file (errors carry ``path:line:col``)."""
     from .ir import parse
