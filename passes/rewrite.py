@@ -12,8 +12,9 @@ op and rewrites it), applied by a greedy driver until nothing changes.
     apply_patterns(graph, PATTERNS, stats)
 
 A pattern function returns True when it changed the IR (through ``rw`` only, so the driver
-knows which ops to revisit). The driver stops at a fixpoint; if it has not converged after
-``max_iterations`` sweeps it raises ``RewriteError`` naming the patterns that kept firing.
+knows which ops to revisit). The driver stops at a fixpoint (a sweep in which nothing fires);
+if it has not reached one after ``max_iterations`` sweeps it raises ``RewriteError`` naming the
+patterns that kept firing.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..errors import SparsecError
-from ..ir import Block, Builder, Operation, Value
+from ..ir import Block, Builder, Operation, OpResult, Value
 from ..ir.types import Type
 
 
@@ -50,7 +51,8 @@ class Rewriter:
 
     def __init__(self):
         self.changed: list[Operation] = []   # ops created or whose operands changed: revisit them
-        self.erased: set[int] = set()
+        # id -> erased op; holding the op keeps its id from being reused by a new op in this sweep
+        self.erased: dict[int, Operation] = {}
 
     def builder(self, op: Operation) -> Builder:
         return _TrackingBuilder(op.parent, op, self)
@@ -65,30 +67,36 @@ class Rewriter:
         """Replace every use of ``op``'s results with ``values`` (same types) and erase ``op``."""
         values = list(values)
         if len(values) != len(op.results):
-            raise RewriteError(f"replacing {op.name}: {len(values)} values for {len(op.results)} results")
+            raise RewriteError(f"replacing {op.describe()}: {len(values)} values for {len(op.results)} results")
         for r, v in zip(op.results, values):
             if r.type != v.type:
-                raise RewriteError(f"replacing {op.describe()}: result {r.index} has type {r.type}, "
-                                   f"the replacement has {v.type}")
-            if r is v:
-                continue
-            for user in r.users:
-                self.changed.append(user)
-            r.replace_all_uses_with(v)
+                raise RewriteError(f"replacing {op.describe()}: result {r.index} has type {_pretty(r.type)}, "
+                                   f"the replacement has {_pretty(v.type)}")
+            if isinstance(v, OpResult) and v.op is op:
+                raise RewriteError(f"replacing {op.describe()} by its own result {v.index}: the op would be "
+                                   f"erased while still in use")
+        for r, v in zip(op.results, values):
+            self.replace_uses(r, v)
         self.erase(op)
 
     def replace_uses(self, old: Value, new: Value) -> None:
+        """Make every user of ``old`` use ``new`` instead (same type); the users are revisited."""
+        if old.type != new.type:
+            raise RewriteError(f"replacing the uses of a {_pretty(old.type)} value by a {_pretty(new.type)} value")
         for user in old.users:
             self.changed.append(user)
         old.replace_all_uses_with(new)
 
     def erase(self, op: Operation) -> None:
-        for v in op.operands:
-            owner = v.owner
-            if isinstance(owner, Operation):
-                self.changed.append(owner)  # may have become dead
-        for inner in op.walk():
-            self.erased.add(id(inner))
+        """Erase ``op`` (its results must be unused) with the ops nested in its regions; the
+        producers of their operands are revisited, as they may have become dead."""
+        ops = list(op.walk())
+        for inner in ops:
+            for v in inner.operands:
+                if isinstance(v.owner, Operation):
+                    self.changed.append(v.owner)
+        for inner in ops:
+            self.erased[id(inner)] = inner
         op.erase()
 
 
@@ -100,6 +108,10 @@ class _TrackingBuilder(Builder):
     def insert(self, op: Operation) -> Operation:
         self.rw.changed.append(op)
         return super().insert(op)
+
+
+def _pretty(t: Type) -> str:
+    return t.pretty() if hasattr(t, "pretty") else str(t)
 
 
 def is_trivially_dead(op: Operation) -> bool:
@@ -118,10 +130,19 @@ def apply_patterns(graph, patterns: list[Pattern], stats: Counter | None = None,
                    erase_dead: bool = True) -> bool:
     """Apply ``patterns`` to every op of every function until none fires.
 
-    Each sweep visits all ops (nested regions included) in order, plus the ops a rewrite touched.
-    Pure ops whose results are unused are erased on the way (``erase_dead``). Returns whether
-    anything changed; counts rewrites per pattern in ``stats`` as ``"<pattern> applied"``.
+    Each sweep visits all ops (nested regions included) in order, then the ops a rewrite
+    touched (created ops, users of replaced values, producers of erased ops' operands). Pure
+    ops whose results are unused are erased on the way (``erase_dead``). Per op, the patterns
+    registered for its name are tried before the generic ones (``op=None``), in list order;
+    the first that fires wins. A sweep in which nothing fires ends the rewriting; a sweep that
+    keeps rewriting (more than 50 rewrites per op it started with) is cut short, so cycling
+    patterns end in ``RewriteError`` after ``max_iterations`` sweeps.
+
+    Returns whether anything changed; counts in ``stats`` ``"rewrites by <pattern label>"``
+    per pattern and ``"dead ops erased"``.
     """
+    if max_iterations < 1:
+        raise ValueError(f"apply_patterns: max_iterations must be >= 1, got {max_iterations}")
     by_kind: dict[str | None, list[Pattern]] = {}
     for p in patterns:
         for k in (p.op if isinstance(p.op, tuple) else (p.op,)):
@@ -134,9 +155,11 @@ def apply_patterns(graph, patterns: list[Pattern], stats: Counter | None = None,
             rw = Rewriter()
             changed = False
             work = deque(_all_ops(fn.body))
+            queued = {id(o) for o in work}
             budget = 50 * len(work) + 1000  # a sweep that keeps rewriting is cycling
             while work:
                 op = work.popleft()
+                queued.discard(id(op))
                 budget -= 1
                 if budget < 0:
                     break
@@ -153,12 +176,11 @@ def apply_patterns(graph, patterns: list[Pattern], stats: Counter | None = None,
                             fired[p.label] += 1
                             break
                 if rw.changed:
-                    # revisit what the rewrite touched, in block order, after the current op
-                    seen = {id(o) for o in work}
+                    # revisit what the rewrite touched (once each), after the ops already queued
                     for o in rw.changed:
-                        if id(o) not in rw.erased and o.parent is not None and id(o) not in seen:
+                        if id(o) not in rw.erased and o.parent is not None and id(o) not in queued:
                             work.append(o)
-                            seen.add(id(o))
+                            queued.add(id(o))
                     rw.changed = []
             if not changed:
                 break

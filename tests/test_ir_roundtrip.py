@@ -146,3 +146,11 @@ def test_inputs_bind_symbolic_dims_consistently(g, data):
 def test_testing_is_public_as_sc_testing():
     assert sc.testing is sct
     assert callable(sc.testing.graphs) and callable(sc.testing.assert_equivalent)
+
+
+def test_bf16_non_finite_constants_round_trip():
+    import ml_dtypes
+    a = np.array([np.inf, -np.inf, np.nan, 1.5], ml_dtypes.bfloat16)
+    g = sc.trace(lambda x: x + sc.ops.constant(a), sc.TensorSpec((4,), "bfloat16"))
+    text = str(g)
+    assert "0x7F80" in text and str(sc.parse(text)) == text

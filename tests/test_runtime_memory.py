@@ -43,7 +43,7 @@ def test_planned_memory_never_aliases_live_buffers_and_matches_interpreter(g, da
         expected = sc.testing.run(g, arrays)
         with np.errstate(all="ignore"):
             got = ex(*arrays)
-        msg = sc.testing.compare_outputs(expected, got, rtol=0, atol=0)
+        msg = sc.testing.compare_outputs(expected, got)  # real kernels where they exist: DESIGN tolerance
         assert msg is None, msg
         # a second call with the same sizes reuses the prepared memory and gives the same results
         with np.errstate(all="ignore"):
@@ -78,7 +78,7 @@ def test_reuse_makes_the_arena_smaller_than_all_buffers():
     x = np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)
     (y,) = ex(x)
     (r,) = sc.interpret(g, x)
-    np.testing.assert_array_equal(y, r)
+    assert sc.testing.compare_outputs((r,), (y,)) is None
 
 
 def test_liveness_of_views_extends_their_base():

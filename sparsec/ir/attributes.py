@@ -210,6 +210,8 @@ def _dense_elem(x, dt: DType) -> str:
         return "true" if x else "false"
     if dt.is_int:
         return str(int(x))
+    if dt.name == "bf16" and not np.isfinite(float(x)):  # hex of the bf16 bits, as MLIR writes them
+        return "0x" + int(np.array(x, dtype=dt.np).view(np.uint16)).to_bytes(2, "big").hex().upper()
     return format_float(float(x), 64 if dt.bits == 64 else (16 if dt.name == "f16" else 32))
 
 

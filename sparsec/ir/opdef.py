@@ -57,6 +57,9 @@ class OpDef:
     region_args: str | None = None
     #: target name -> lowering rule; filled in by the target packages
     lowerings: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    #: rewrite patterns (``sparsec.passes.Pattern``) the ``canonicalize`` pass applies to this op;
+    #: filled in by ``@canonicalization`` in ``passes/canonicalize.py``
+    canonicalizers: list = field(default_factory=list)
 
     # -- operands --------------------------------------------------------------------------
     def operand_count_ok(self, n: int) -> bool:
