@@ -4,6 +4,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -263,3 +264,34 @@ def test_passes_must_be_frozen_dataclasses():
         name = "test-not-frozen"
     with pytest.raises(TypeError, match="frozen"):
         register_pass(dataclasses.dataclass(NotFrozen))
+
+
+# every registered pass (and the default pipeline) through check_pass: a new pass is covered
+# the moment it is registered
+from sparsec.passes import PIPELINES  # noqa: E402
+
+_BUILTIN = sorted(PASSES)
+
+
+@pytest.mark.parametrize("name", _BUILTIN + ["default"])
+def test_every_registered_pass_keeps_meaning(name):
+    sc.testing.check_pass(name, examples=200)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _BUILTIN + ["default", "cse,default,canonicalize"])
+def test_every_registered_pass_keeps_meaning_thorough(name):
+    sc.testing.check_pass(name, examples=1000, max_ops=12)
+
+
+def test_default_pipeline_with_and_without_canonicalize_on_models():
+    lm = sc.nn.CausalLM(vocab=32, hidden=16, layers=1, heads=2, ffn=24, seed=0,
+                        mlp=lambda i: sc.nn.MoE(hidden=16, ffn=16, num_experts=4, top_k=2, seed=i))
+    g = sc.trace(lm, sc.TensorSpec(("batch", "seq"), "int64"))
+    without = PIPELINES["default"].replace("canonicalize,", "")
+    assert "canonicalize" not in without
+    for pipe in ("default", without):
+        g2 = PassManager.parse(pipe).run(g)
+        assert any(op.name == "sc.fused" for op in g2.walk())
+        ids = [(np.random.default_rng(k).integers(0, 32, size=(2, 5)).astype(np.int64),) for k in range(3)]
+        sc.testing.assert_equivalent(g, g2, inputs=ids)
