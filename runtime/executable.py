@@ -152,6 +152,12 @@ class Executable:
         t0 = time.perf_counter()
         b = {s: 1 for s in self._symbols}
         arrays = [np.ones(t.concrete(b), t.dtype.np) for _, t, _ in self._input_dims]
+        for i in self._inplace:  # updated in place: generate passes strided KV-cache slices
+            t = self._input_dims[i][1]
+            shape = t.concrete(b)
+            if len(shape) >= 2:  # [..., ctx, head_dim] cut from a longer buffer, as generate does
+                big = np.ones(shape[:-2] + (2 * shape[-2] + 1, shape[-1]), t.dtype.np)
+                arrays[i] = big[..., :shape[-2], :]
         prep = self._prepared.get(tuple(1 for _ in self._key_symbols)) or self._prepare(b)
         for x, patches in zip(arrays, prep.input_patches):
             for args, j in patches:
@@ -184,7 +190,8 @@ class Executable:
                 nbytes[s.index] = int(np.prod(shapes[s.index], dtype=np.int64)) * s.type.dtype.np.itemsize
             else:
                 shapes[s.index], nbytes[s.index] = None, 0
-        output_roots = {storage_root(plan, o) for o in plan.outputs}
+        # results the caller keeps get fresh arrays per call (weights and constants are copied out)
+        output_roots = {r for r in (storage_root(plan, o) for o in plan.outputs) if plan.slots[r].kind == "buffer"}
         input_roots = {storage_root(plan, i) for i in plan.inputs}
         dynamic_roots = output_roots | input_roots
         arena_storages = [st for st in self.storages if st.root not in dynamic_roots]
