@@ -1,0 +1,69 @@
+"""Helpers of the hand-written CPU kernels: one compiled specialization per signature, made at
+lowering time (so the first run does not compile), with recovery from a damaged Numba cache.
+
+``specialize(disp, sig)`` returns a private dispatcher of ``disp``'s Python function compiled
+for exactly ``sig`` with further compilation disabled. Input arrays are declared read-only, so
+the same machine code accepts writable arrays and read-only ones (weights loaded from
+safetensors are read-only buffers): a shared dispatcher would instead compile a second
+specialization at call time when a read-only weight shows up. The private dispatcher shares the
+function's on-disk Numba cache (same file, name and line).
+"""
+from __future__ import annotations
+
+import threading
+
+from numba import njit, types
+
+_LOCK = threading.RLock()
+_SPECIAL: dict = {}
+
+f32, f64, i64, b1 = types.float32, types.float64, types.int64, types.boolean
+
+
+def arr(dtype, ndim: int = 1, readonly: bool = False):
+    """A C-contiguous array type (``readonly`` for inputs)."""
+    if not isinstance(dtype, types.Type):
+        from numba.np.numpy_support import from_dtype
+        dtype = from_dtype(dtype)
+    return types.Array(dtype, ndim, "C", readonly=readonly)
+
+
+def inp(dtype, ndim: int = 1):
+    """An input array type: read-only, so writable arrays convert to it."""
+    return arr(dtype, ndim, readonly=True)
+
+
+_OPTIONS = ("nogil", "parallel", "fastmath", "error_model", "boundscheck")
+
+
+def specialize(disp, sig):
+    """``disp``'s function compiled for ``sig`` only (see the module docstring); memoized."""
+    from .. import kernel_cache
+    key = (disp.py_func, str(sig))
+    d = _SPECIAL.get(key)
+    if d is not None:
+        return d
+    with _LOCK:
+        d = _SPECIAL.get(key)
+        if d is None:
+            opts = {k: v for k, v in disp.targetoptions.items() if k in _OPTIONS and v is not None}
+            d = njit(cache=True, **opts)(disp.py_func)
+            kernel_cache.compile_dispatcher(d, sig)
+            d.disable_compile()
+            _SPECIAL[key] = d
+    return d
+
+
+class Lazy:
+    """``specialize(disp, sig)`` on the first call (for parallel variants: a parallel compile
+    costs ~1 s, spent only when a large input shows up)."""
+
+    __slots__ = ("disp", "sig", "fn")
+
+    def __init__(self, disp, sig):
+        self.disp, self.sig, self.fn = disp, sig, None
+
+    def __call__(self, *args):
+        if self.fn is None:
+            self.fn = specialize(self.disp, self.sig)
+        return self.fn(*args)
