@@ -1,1 +1,135 @@
-"""CPU lowering rules: moe ops (to be written)."""
+"""CPU lowering rules: the MoE dispatch chain (moe_dispatch, moe_permute, grouped_matmul,
+moe_gated_grouped_matmul, moe_combine).
+
+Each op stays its own kernel, so a distributed runtime can put an exchange between permute and
+the grouped matmuls (DESIGN.md section 6). The grouped matmuls run the tile kernel of
+``sparsec.runtime.cpu.linalg`` over (expert, weight-row block) items: an expert with no rows
+costs nothing, and at one token each active expert's weights are read once. f16/bf16 are
+widened to f32 around the kernels and rounded once, as the references do.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...ops.elementwise import UNARY
+from ...runtime.cpu import index as X
+from ...runtime.cpu import linalg as L
+from ...runtime.cpu import moe as M
+from . import Kernel, LoweringError, cpu_lowering
+from .index import as_i64, byte_rows
+from .linalg import refuse_quantized
+
+F32 = np.dtype(np.float32)
+F64 = np.dtype(np.float64)
+
+
+def _compute_dtype(op, dtype: np.dtype) -> np.dtype:
+    if dtype == F64:
+        return F64
+    if dtype.kind == "f" or dtype.name == "bfloat16":
+        return F32
+    raise LoweringError(f"{op.describe()}: no CPU kernel for {dtype} rows")
+
+
+def _bad_offsets(op, offsets: np.ndarray, rows: int) -> ValueError:
+    return ValueError(f"{op.describe()}: offsets must rise from 0 to {rows} (the row count), "
+                      f"got {offsets.tolist()}")
+
+
+@cpu_lowering("sc.moe_dispatch")
+def lower_moe_dispatch(op) -> Kernel:
+    num_experts = op.attrs["num_experts"]
+
+    def run(topk_ids, order, offsets):
+        ids = as_i64(topk_ids).reshape(-1)
+        bad = M.dispatch(ids, num_experts, order, offsets)
+        if bad >= 0:
+            raise ValueError(f"{op.describe()}: expert id {int(ids[bad])} is outside [0, {num_experts})")
+    return Kernel(run, "moe_dispatch", impl="numba")
+
+
+@cpu_lowering("sc.moe_permute")
+def lower_moe_permute(op) -> Kernel:
+    top_k = op.attrs["top_k"]
+
+    def run(x, order, out):
+        t, h = x.shape
+        idx = as_i64(order)
+        bad = X.gather_rows(byte_rows(x, 1, t, h), idx, top_k, out.nbytes >= X.PARALLEL_BYTES,
+                            byte_rows(out, 1, idx.size, h))
+        if bad >= 0:
+            raise IndexError(f"{op.describe()}: order entry {int(idx[bad])} is out of range [0, {t * top_k}) "
+                             f"(tokens*top_k = {t}*{top_k})")
+    return Kernel(run, "moe_permute", impl="numba")
+
+
+def _grouped(op, act: int) -> Kernel:
+    x_t = op.operands[0].type
+    for i, name in ((1, "w"),) if act == L.ACT_NONE else ((1, "w_gate"), (2, "w_up")):
+        refuse_quantized(op, name, op.operands[i].type)
+    ct = _compute_dtype(op, x_t.dtype.np)
+    native = x_t.dtype.np == ct
+    gated = act != L.ACT_NONE
+
+    if ct == F32:
+        def run(x, w, *rest):
+            w2, offsets, out = rest if gated else (None,) + rest
+            offsets = as_i64(offsets)
+            if not native:
+                x, w = x.astype(F32), w.astype(F32)
+                w2 = None if w2 is None else w2.astype(F32)
+            res = out if native else np.empty(out.shape, F32)
+            if not L.grouped_f32(x, w, w2, offsets, act, res):
+                raise _bad_offsets(op, offsets, x.shape[0])
+            if not native:
+                out[...] = res
+        return Kernel(run, "grouped_gemm_gated_f32" if gated else "grouped_gemm_f32", impl="numba",
+                      info={"blas_min_rows": L.BLAS_MIN_ROWS})
+
+    def run64(x, w, *rest):  # f64: BLAS per expert, as the reference's f64 products
+        w2, offsets, out = rest if gated else (None,) + rest
+        offsets = as_i64(offsets)
+        if offsets[0] != 0 or offsets[-1] != x.shape[0] or np.any(offsets[1:] < offsets[:-1]):
+            raise _bad_offsets(op, offsets, x.shape[0])
+        for e in range(w.shape[0]):
+            lo, hi = offsets[e], offsets[e + 1]
+            if hi > lo:
+                np.matmul(x[lo:hi], w[e].T, out=out[lo:hi])
+                if gated:
+                    out[lo:hi] = _activation64(out[lo:hi], act) * (x[lo:hi] @ w2[e].T)
+    return Kernel(run64, "grouped_gemm_f64", impl="blas")
+
+
+def _activation64(g: np.ndarray, act: int) -> np.ndarray:
+    name = next(n for n, c in L.ACTIVATIONS.items() if c == act)
+    return UNARY[name].reference(g)
+
+
+@cpu_lowering("sc.grouped_matmul")
+def lower_grouped_matmul(op) -> Kernel:
+    return _grouped(op, L.ACT_NONE)
+
+
+@cpu_lowering("sc.moe_gated_grouped_matmul")
+def lower_moe_gated_grouped_matmul(op) -> Kernel:
+    return _grouped(op, L.ACTIVATIONS[op.attrs["activation"]])
+
+
+@cpu_lowering("sc.moe_combine")
+def lower_moe_combine(op) -> Kernel:
+    y_t = op.operands[0].type
+    ct = _compute_dtype(op, y_t.dtype.np)
+    native = y_t.dtype.np == ct
+
+    def run(y_perm, order, topk_weights, out):
+        idx = as_i64(order)
+        if native:
+            bad = M.combine(y_perm, idx, topk_weights, y_perm.size >= M.PARALLEL_ELEMENTS, out)
+        else:
+            res = np.empty(out.shape, ct)
+            bad = M.combine(y_perm.astype(ct), idx, topk_weights.astype(ct), y_perm.size >= M.PARALLEL_ELEMENTS, res)
+            out[...] = res
+        if bad >= 0:
+            raise ValueError(f"{op.describe()}: order is not a permutation of 0..{idx.size - 1} "
+                             f"(entry {bad} is {int(idx[bad])})")
+    return Kernel(run, f"moe_combine_{ct.name}", impl="numba")
