@@ -113,7 +113,7 @@ def opt(input_path, pipeline, output, print_ir_after_all, print_ir_after_change,
     pm = PassManager.parse(pipeline, verify_each=verify_each, print_ir_after_all=print_ir_after_all,
                            print_ir_after_change=print_ir_after_change, dump_dir=dump_dir,
                            time_passes=time_passes, reproducer_dir=reproducer_dir, source=input_path,
-                           stream=click.get_text_stream("stderr"))
+                           stream=sys.stderr)
     if fold_params:
         _enable_fold_params(pm)
     g = _load_model(input_path)
