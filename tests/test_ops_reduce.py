@@ -196,6 +196,6 @@ def test_round_trip_all_reduce_ops():
     assert str(sc.parse(text)) == text
     x = rand(3, 4)
     outs = sc.interpret(sc.parse(text), x)
-    np.testing.assert_allclose(outs[0], x.sum(0), rtol=1e-6)
+    np.testing.assert_allclose(outs[0], x.astype(np.float64).sum(0).astype(np.float32), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(outs[4], x.argmax(0)[None])
     np.testing.assert_array_equal(outs[8], np.argsort(-x, axis=-1, kind="stable")[:, :2])
