@@ -245,6 +245,38 @@ def generate(artifact, ids, max_new_tokens, threads):
 
 
 @main.command()
+@click.argument("model", type=click.Path())
+@click.option("--tokens", "tokens", multiple=True, type=int, default=(1, 128), show_default=True,
+              help="Size of every symbolic dim except batch (repeatable).")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--repeat", type=int, default=20, show_default=True, help="Timed calls per case (median).")
+@click.option("--vs", "peer", type=click.Choice(["numpy", "none", "torch"]), default="numpy", show_default=True,
+              help="Peer measured in the same run: the NumPy reference interpreter.")
+@click.option("--threads", type=int, default=None)
+def bench(model, tokens, batch, repeat, peer, threads):
+    """Time MODEL (.spc, or .mlir compiled first) at each --tokens beside a peer."""
+    from .benchmark import bench as run_bench
+    if peer == "torch":
+        raise SparsecError("--vs torch: PyTorch runs the standard shapes in benchmarks/bench.py "
+                           "(python benchmarks/bench.py); for arbitrary IR the peer is --vs numpy")
+    if any(t < 1 for t in tokens) or batch < 1 or repeat < 1:
+        raise SparsecError("--tokens, --batch and --repeat must be positive")
+    if model.endswith(".spc"):
+        cm = _load_compiled(model, threads)
+    else:
+        from .compiler import compile as sc_compile
+        cm = sc_compile(_load_model(model), threads=threads)
+    import numba
+    click.echo(f"{model}: pipeline {cm.pipeline or '(none)'}; {numba.get_num_threads()} threads; median of {repeat}")
+    for r in run_bench(cm, tokens, repeat, reference=peer == "numpy", batch=batch):
+        sizes = ", ".join(f"{k}={v}" for k, v in r["bindings"].items()) or "static shapes"
+        line = f"  {sizes:<24} compiled {r['compiled_ms']:9.3f} ms"
+        if "reference_ms" in r:
+            line += f"   numpy reference {r['reference_ms']:9.3f} ms   {r['speedup']:6.1f}x   check: {r['check']}"
+        click.echo(line)
+
+
+@main.command()
 @click.option("--threads", type=int, default=None, help="Threads for the kernels.")
 @click.option("-p", "--pipeline", default="default", show_default=True)
 def demo(threads, pipeline):

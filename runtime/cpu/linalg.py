@@ -24,8 +24,12 @@ from numba import njit, prange
 #: Measured on a 2-core Zen 5 (AVX-512) with OpenBLAS, f32 weights [2816, 1024] / [1024, 2816]:
 #: tiles 270 / 220 GFLOP/s at 4 rows, 295 / 250 at 16, 320 / 250 at 64, 325 / 250 at 128;
 #: OpenBLAS 32 / 32, 110 / 105, 275 / 255, 340 / 340 (its few-row path is single-threaded).
-#: They cross at 64-96 rows.
-BLAS_MIN_ROWS = 64
+#: In isolation they cross at 64-96 rows. Inside a compiled model, though, OpenBLAS's worker
+#: threads keep spinning after each call and starve the Numba kernels that follow (a fused
+#: silu*mul went from ~20 us to ~5 ms). Whole SwiGLU MLP (1024x2816) compiled, median ms:
+#: BLAS from 64 rows: 16.0 at 128 tokens; tiles only: 8.1 at 128, 16.0 at 256, 37.6 at 512;
+#: BLAS from 256: 20.0 at 256, 30.5 at 512, 51 at 1024 (tiles 75). So BLAS only from 512 rows.
+BLAS_MIN_ROWS = 512
 #: weight rows per work item (a multiple of the 4-row tile); 64 measured ~15% faster than 16
 #: at 16 rows, equal for the GEMV
 ITEM_COLS = 64

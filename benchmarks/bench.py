@@ -1,0 +1,303 @@
+"""sparsec benchmark: medians and ratios against peers measured in the same run, beside the
+machine's measured limits (memory bandwidth, sgemm peak).
+
+    python benchmarks/bench.py                 # everything
+    python benchmarks/bench.py --only mlp,moe  # some cases
+    python benchmarks/bench.py --quick         # fewer repeats
+
+Peers: the NumPy reference interpreter, PyTorch eager and torch.compile (torch is a
+benchmark-only dependency: ``pip install torch==2.13.0``), and Hugging Face's
+``MixtralSparseMoeBlock`` for the MoE layer (``pip install transformers``). Peers that are not
+installed are reported as missing, not skipped silently.
+
+``OPENBLAS_CORETYPE`` (set on our build machines) halves NumPy's and PyTorch's sgemm speed;
+this script re-executes itself without it and without ``OPENBLAS_L2_SIZE`` and says so.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+if os.environ.get("OPENBLAS_CORETYPE") or os.environ.get("OPENBLAS_L2_SIZE"):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env["SPARSEC_BENCH_UNSET_OPENBLAS"] = "1"
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+import numpy as np  # noqa: E402
+
+import sparsec as sc  # noqa: E402
+
+ROWS: list[dict] = []
+
+
+def median_time(fn, repeat: int, warmup: int = 2) -> tuple[float, float]:
+    """(median, min) seconds over ``repeat`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)), float(np.min(ts))
+
+
+# -- machine limits ----------------------------------------------------------------------------
+
+def measure_bandwidth(repeat: int) -> float:
+    """Read bandwidth in GB/s: a parallel sum over 512 MiB of float32 on all threads."""
+    import numba
+
+    @numba.njit(parallel=True, fastmath=True, cache=False)
+    def psum(a):
+        s = 0.0
+        for i in numba.prange(a.shape[0]):
+            s += a[i]
+        return s
+
+    a = np.ones(128 * 2**20, np.float32)
+    psum(a)
+    med, best = median_time(lambda: psum(a), repeat)
+    return a.nbytes / best / 1e9  # best, not median: the limit is what the machine can do
+
+
+def measure_sgemm(repeat: int) -> float:
+    """NumPy (OpenBLAS) sgemm GFLOP/s on 2048x2048 matrices: the dense peak we compare to."""
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    med, best = median_time(lambda: a @ b, repeat)
+    return 2 * n**3 / best / 1e9
+
+
+# -- cases ---------------------------------------------------------------------------------------
+
+def row(case, impl, med, best, ref_med=None, nbytes=None, flops=None, limits=None, note=""):
+    r = {"case": case, "impl": impl, "ms": med * 1e3, "min_ms": best * 1e3, "ratio": (med / ref_med) if ref_med else None,
+         "note": note}
+    if nbytes is not None:
+        r["GB/s"] = nbytes / med / 1e9
+        if limits:
+            r["%bw"] = 100 * r["GB/s"] / limits["bandwidth"]
+    if flops is not None:
+        r["GFLOP/s"] = flops / med / 1e9
+        if limits:
+            r["%peak"] = 100 * r["GFLOP/s"] / limits["sgemm"]
+    ROWS.append(r)
+    return r
+
+
+def torch_or_none():
+    try:
+        import torch
+        return torch
+    except ImportError:
+        return None
+
+
+ROTATE = 4  # weight copies cycled through, so 1-token cases read weights from DRAM, not the L3 cache
+
+
+def bench_mlp(args, limits):
+    """Dense SwiGLU MLP. At 1 token the weights (34.6 MB) are the work: each call uses the next
+    of ROTATE copies (138 MB in all, beyond any cache), for every implementation alike."""
+    hidden, ffn = 1024, 2816
+    mlps = [sc.nn.MLP(hidden, ffn, "silu", gated=True, seed=k) for k in range(ROTATE)]
+    graphs = [sc.trace(m, sc.TensorSpec(("tokens", hidden), "float32")) for m in mlps]
+    cms = [sc.compile(g, progress=False) for g in graphs]
+    sds = [m.state_dict() for m in mlps]
+    nbytes = sum(w.nbytes for w in sds[0].values())
+    torch = torch_or_none()
+    for t in (1, 128):
+        x = np.random.default_rng(t).standard_normal((t, hidden)).astype(np.float32)
+        case = f"SwiGLU MLP {hidden}x{ffn} fp32, {t} tok"
+        flops = 2 * t * 3 * hidden * ffn
+        it = iter(range(10**9))
+        med, best = median_time(lambda: cms[next(it) % ROTATE](x), args.repeat)
+        ref = med
+        row(case, "sparsec", med, best, ref, nbytes=nbytes, flops=flops, limits=limits,
+            note=f"{ROTATE} weight copies cycled")
+        (want,) = sc.interpret(graphs[0], x)
+        err = float(np.abs(cms[0](x) - want).max())
+        it = iter(range(10**9))
+        med, best = median_time(lambda: sc.interpret(graphs[next(it) % ROTATE], x), max(3, args.repeat // 4))
+        row(case, "numpy reference", med, best, ref, nbytes=nbytes, flops=flops, limits=limits,
+            note=f"sparsec max abs err {err:.1e}")
+        if torch is None:
+            row(case, "torch (not installed)", float("nan"), float("nan"))
+            continue
+        F = torch.nn.functional
+        tws = []
+        for sd in sds:
+            tw = {k: torch.from_numpy(v) for k, v in sd.items()}
+            tws.append(tuple(next(tw[k] for k in sd if part in k) for part in ("gate", "up", "down")))
+
+        def eager(xt, gate, up, down):
+            return F.linear(F.silu(F.linear(xt, gate)) * F.linear(xt, up), down)
+        xt = torch.from_numpy(x)
+        with torch.inference_mode():
+            it = iter(range(10**9))
+            med, best = median_time(lambda: eager(xt, *tws[next(it) % ROTATE]), args.repeat)
+            row(case, "torch eager", med, best, ref, nbytes=nbytes, flops=flops, limits=limits)
+            comp = torch.compile(eager)
+            t0 = time.perf_counter()
+            comp(xt, *tws[0])
+            cold = time.perf_counter() - t0
+            it = iter(range(10**9))
+            med, best = median_time(lambda: comp(xt, *tws[next(it) % ROTATE]), args.repeat)
+            row(case, "torch.compile", med, best, ref, nbytes=nbytes, flops=flops, limits=limits,
+                note=f"first call {cold:.1f} s")
+
+
+def _hf_mixtral_block(hidden, ffn, experts, top_k):
+    try:
+        import torch
+        from transformers import MixtralConfig
+        from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+    except ImportError:
+        return None
+    cfg = MixtralConfig(hidden_size=hidden, intermediate_size=ffn, num_local_experts=experts,
+                        num_experts_per_tok=top_k, router_jitter_noise=0.0)
+    torch.manual_seed(0)
+    block = MixtralSparseMoeBlock(cfg).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, hidden ** -0.5)
+    return block
+
+
+def bench_moe(args, limits):
+    hidden, ffn, experts, top_k = 1024, 2816, 8, 2
+    block = _hf_mixtral_block(hidden, ffn, experts, top_k)
+    moe = sc.nn.MoE(hidden, ffn, experts, top_k, router="softmax", norm_topk_prob=True, naming="mixtral", seed=0)
+    if block is not None:  # same weights in both
+        import torch
+        gu = block.experts.gate_up_proj.detach().numpy()
+        dn = block.experts.down_proj.detach().numpy()
+        sd = {"gate.weight": block.gate.weight.detach().numpy().copy()}
+        for e in range(experts):
+            sd[f"experts.{e}.w1.weight"] = gu[e, :ffn].copy()
+            sd[f"experts.{e}.w3.weight"] = gu[e, ffn:].copy()
+            sd[f"experts.{e}.w2.weight"] = dn[e].copy()
+        moe.load_state_dict(sd)
+    g = sc.trace(moe, sc.TensorSpec(("tokens", hidden), "float32"))
+    cm = sc.compile(g, progress=False)
+    expert_bytes = 3 * hidden * ffn * 4
+    for t in (1, 128):
+        x = np.random.default_rng(t).standard_normal((t, hidden)).astype(np.float32)
+        case = f"MoE {experts}x({hidden}x{ffn}) top-{top_k} fp32, {t} tok"
+        active = min(experts, t * top_k)
+        nbytes = active * expert_bytes  # the bytes a sparse implementation must read
+        flops = 2 * t * top_k * 3 * hidden * ffn
+        med, best = median_time(lambda: cm(x), args.repeat)
+        ref = med
+        row(case, "sparsec", med, best, ref, nbytes=nbytes, flops=flops, limits=limits,
+            note=f"pipeline {cm.pipeline}")
+        (want,) = sc.interpret(g, x)
+        err = float(np.abs(cm(x) - want).max())
+        if block is None:
+            row(case, "HF MixtralSparseMoeBlock (transformers not installed)", float("nan"), float("nan"))
+            continue
+        import torch
+        xt = torch.from_numpy(x)[None]
+        with torch.inference_mode():
+            hf = block(xt)[0].numpy()
+            row_note = f"sparsec vs HF max abs err {float(np.abs(cm(x) - hf).max()):.1e}, vs interpreter {err:.1e}"
+            med, best = median_time(lambda: block(xt), args.repeat)
+            row(case, "HF MixtralSparseMoeBlock eager", med, best, ref, nbytes=nbytes, flops=flops, limits=limits,
+                note=row_note)
+            comp = torch.compile(block)
+            t0 = time.perf_counter()
+            comp(xt)
+            cold = time.perf_counter() - t0
+            med, best = median_time(lambda: comp(xt), args.repeat)
+            row(case, "HF MixtralSparseMoeBlock torch.compile", med, best, ref, nbytes=nbytes, flops=flops,
+                limits=limits, note=f"first call {cold:.1f} s")
+
+
+def bench_overhead(args, limits):
+    g = sc.trace(lambda x: sc.ops.silu(x * 2.0 + 1.0) - x, sc.TensorSpec(("tokens", 16), "float32"))
+    cm = sc.compile(g, pipeline="", progress=False)
+    n_steps = len(cm.executables["main"].plan.steps)
+    x = np.ones((1, 16), np.float32)
+    med, best = median_time(lambda: cm(x), max(200, args.repeat * 20), warmup=20)
+    row(f"runtime overhead: {n_steps}-op graph, 1 token", "sparsec", med, best, med,
+        note=f"{med / n_steps * 1e6:.1f} us per step")
+    torch = torch_or_none()
+    if torch is not None:
+        xt = torch.from_numpy(x)
+        f = (lambda t: torch.nn.functional.silu(t * 2.0 + 1.0) - t)
+        with torch.inference_mode():
+            m2, b2 = median_time(lambda: f(xt), max(200, args.repeat * 20), warmup=20)
+        row(f"runtime overhead: {n_steps}-op graph, 1 token", "torch eager", m2, b2, med)
+
+
+def bench_demo(args, limits):
+    from sparsec.demo import demo_model
+    model = demo_model()
+    spec = sc.TensorSpec(("batch", "seq"), "int64")
+    t0 = time.perf_counter()
+    cm = sc.compile(model, spec, progress=False)
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sc.compile(model, spec, progress=False)
+    warm = time.perf_counter() - t0
+    g = sc.trace(model, spec)
+    for t in (1, 128):
+        ids = np.random.default_rng(t).integers(0, 512, size=(1, t)).astype(np.int64)
+        case = f"demo MoE LM forward, {t} tok"
+        med, best = median_time(lambda: cm(ids), args.repeat)
+        row(case, "sparsec", med, best, med, note=f"compile {cold:.2f} s cold (this process), {warm:.2f} s warm")
+        m2, b2 = median_time(lambda: sc.interpret(g, ids), max(3, args.repeat // 4))
+        row(case, "numpy reference", m2, b2, med)
+    ids = np.arange(4, dtype=np.int64)[None]
+    med, best = median_time(lambda: cm.generate(ids, 16), max(3, args.repeat // 4), warmup=1)
+    row("demo MoE LM generate 16 tokens (KV cache)", "sparsec", med, best, med,
+        note=f"{med / 16 * 1e3:.2f} ms/token")
+
+
+CASES = {"mlp": bench_mlp, "moe": bench_moe, "overhead": bench_overhead, "demo": bench_demo}
+
+
+def print_table():
+    cols = ["case", "impl", "ms", "min_ms", "ratio", "GB/s", "%bw", "GFLOP/s", "%peak", "note"]
+    fmt = {"ms": "{:.3f}", "min_ms": "{:.3f}", "ratio": "{:.2f}x", "GB/s": "{:.1f}", "%bw": "{:.0f}%",
+           "GFLOP/s": "{:.1f}", "%peak": "{:.0f}%"}
+    table = [[("" if r.get(c) is None else (fmt[c].format(r[c]) if c in fmt else str(r[c]))) for c in cols]
+             for r in ROWS]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for t in table:
+        print(" | ".join(v.ljust(w) for v, w in zip(t, widths)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
+    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    args.repeat = 7 if args.quick else 25
+    if args.threads:
+        import numba
+        numba.set_num_threads(args.threads)
+    import numba
+    print(f"sparsec {sc.__version__}; numba threads {numba.get_num_threads()}; "
+          f"{'OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset for this run' if os.environ.get('SPARSEC_BENCH_UNSET_OPENBLAS') else 'OpenBLAS env as given'}")
+    limits = {"bandwidth": measure_bandwidth(args.repeat), "sgemm": measure_sgemm(max(5, args.repeat // 3))}
+    print(f"measured limits: read bandwidth {limits['bandwidth']:.1f} GB/s (parallel sum, 512 MiB f32); "
+          f"sgemm peak {limits['sgemm']:.1f} GFLOP/s (NumPy/OpenBLAS 2048^3)")
+    for name in args.only.split(","):
+        name = name.strip()
+        if name not in CASES:
+            sys.exit(f"unknown case {name!r}; cases: {', '.join(CASES)}")
+        CASES[name](args, limits)
+    print("ratio = median time / sparsec's median time on the same case (above 1: sparsec is faster)")
+    print_table()
+
+
+if __name__ == "__main__":
+    main()
