@@ -32,16 +32,7 @@ import sparsec as sc  # noqa: E402
 ROWS: list[dict] = []
 
 
-def median_time(fn, repeat: int, warmup: int = 2) -> tuple[float, float]:
-    """(median, min) seconds over ``repeat`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts)), float(np.min(ts))
+from sparsec.benchmark import time_calls as median_time  # noqa: E402  (median, min) seconds
 
 
 # -- machine limits ----------------------------------------------------------------------------
@@ -173,7 +164,6 @@ def bench_moe(args, limits):
     block = _hf_mixtral_block(hidden, ffn, experts, top_k)
     moe = sc.nn.MoE(hidden, ffn, experts, top_k, router="softmax", norm_topk_prob=True, naming="mixtral", seed=0)
     if block is not None:  # same weights in both
-        import torch
         gu = block.experts.gate_up_proj.detach().numpy()
         dn = block.experts.down_proj.detach().numpy()
         sd = {"gate.weight": block.gate.weight.detach().numpy().copy()}

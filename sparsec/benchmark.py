@@ -44,7 +44,8 @@ def sample_inputs(graph, tokens: int, batch: int = 1, seed: int = 0) -> tuple[di
     return bindings, arrays
 
 
-def median_seconds(fn, repeat: int, warmup: int = 2) -> float:
+def time_calls(fn, repeat: int, warmup: int = 2) -> tuple[float, float]:
+    """(median, min) seconds of ``repeat`` calls of ``fn`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     ts = []
@@ -52,7 +53,11 @@ def median_seconds(fn, repeat: int, warmup: int = 2) -> float:
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+    return float(np.median(ts)), float(np.min(ts))
+
+
+def median_seconds(fn, repeat: int, warmup: int = 2) -> float:
+    return time_calls(fn, repeat, warmup)[0]
 
 
 def bench(cm, tokens_list, repeat: int = 20, reference: bool = True, batch: int = 1) -> list[dict]:

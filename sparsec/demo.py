@@ -23,20 +23,12 @@ def demo_model(seed: int = 0):
                                 top_k=c["top_k"], router="softmax", norm_topk_prob=True, seed=seed * 100 + i))
 
 
-def _median_time(fn: Callable, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def run_demo(echo: Callable[[str], None] = print, pipeline: str = "default", threads: int | None = None,
              tokens: int = 16, new_tokens: int = 8, progress: bool | None = None) -> dict:
     """Build, compile, check and time the demo model; ``echo`` each report line. Returns the
     figures (and raises ``DemoMismatch`` if the compiled model disagrees with the interpreter)."""
     import sparsec as sc
+    from .benchmark import median_seconds
     from .testing.equivalence import compare_outputs
     c = DEMO_CONFIG
     model = demo_model()
@@ -44,9 +36,7 @@ def run_demo(echo: Callable[[str], None] = print, pipeline: str = "default", thr
          f"{c['heads']} heads ({c['kv_heads']} kv), MoE {c['num_experts']} experts top-{c['top_k']} "
          f"(expert ffn {c['moe_ffn']}), {sum(w.size for w in model.state_dict().values()):,} parameters")
     spec = sc.TensorSpec(("batch", "seq"), "int64")
-    t0 = time.perf_counter()
     graph = sc.trace(model, spec)
-    t_trace = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     cm = sc.compile(model, spec, pipeline=pipeline, threads=threads, progress=progress)
@@ -86,8 +76,8 @@ def run_demo(echo: Callable[[str], None] = print, pipeline: str = "default", thr
     echo(f"check: logits [1, {tokens}, {c['vocab']}] match the interpreter: max abs error {err:.2e} "
          f"(tolerance {1e-4 * scale:.1e})")
 
-    t_interp = _median_time(lambda: sc.interpret(graph, ids), 5)
-    t_comp = _median_time(lambda: cm(ids), 20)
+    t_interp = median_seconds(lambda: sc.interpret(graph, ids), 5, warmup=1)
+    t_comp = median_seconds(lambda: cm(ids), 20)
     echo(f"time ({tokens} tokens): interpreter {t_interp * 1e3:.2f} ms, compiled {t_comp * 1e3:.2f} ms: "
          f"{t_interp / t_comp:.1f}x faster")
 

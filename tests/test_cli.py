@@ -1,5 +1,4 @@
 """The command line: show, opt, errors without tracebacks, atomic outputs."""
-import os
 
 import numpy as np
 from click.testing import CliRunner

@@ -18,11 +18,11 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 from .linalg import prange_only
+from .numerics import f32_from_bits as _f32_from_bits
 
 KEY_TILE = 64
 ROWS = 4  # query rows per block (the register tile's height)
@@ -33,20 +33,6 @@ FAST = {"reassoc", "contract", "nsz"}
 # ---------------------------------------------------------------------------------------------
 # exp that vectorizes: libm's expf is a call per element, this is straight-line arithmetic, so a
 # loop of them becomes SIMD code (Cephes' expf: 2^n * p(r) with |r| <= ln2/2, ~1 ulp)
-
-@intrinsic
-def _f32_from_bits(typingctx, bits):
-    """The float32 whose IEEE bits are the low 32 bits of the integer ``bits``."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        v = args[0]
-        if signature.args[0].bitwidth != 32:
-            v = builder.trunc(v, ir.IntType(32)) if signature.args[0].bitwidth > 32 else builder.zext(v, ir.IntType(32))
-        return builder.bitcast(v, ir.FloatType())
-    return types.float32(bits), codegen
-
 
 def softmax_exp(x):
     """``exp(x)`` for the softmax: vectorizable in f32 (0 below -87.3), ``math.exp`` otherwise."""

@@ -61,7 +61,6 @@ def combine(y, order, weights, parallel, out):
     permutation of ``0..T*k-1`` (nothing written). Tokens run on threads when ``parallel``."""
     T, k = weights.shape
     m = order.size
-    H = y.shape[1]
     inv = np.full(m, -1, np.int64)
     for p in range(m):
         o = order[p]

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import VerifyError
 from .opdef import OpDef, get_opdef
-from .types import TensorType, Type
+from .types import Type
 
 
 class Value:

@@ -21,7 +21,6 @@ import numpy as np
 
 from ..frontend.tracer import as_tensor, emit
 from ..ir import Int, Str, TensorType, dim_mul, register
-from ..ir.types import QuantType
 from ._util import I64, require_float, require_int, tensor, weight
 
 __all__ = ["moe_dispatch", "moe_permute", "grouped_matmul", "moe_gated_grouped_matmul", "moe_combine"]
