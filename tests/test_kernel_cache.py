@@ -74,7 +74,7 @@ def test_memory_and_disk_hits(cache):
     assert s["misses"] == 1 and s["compiles"] == 1
     files = list(cache.glob("sck_*.py"))
     assert len(files) == 1 and files[0].read_text() == codegen.generate(prog)
-    assert list((cache / "__pycache__").glob(files[0].stem + ".kser-*.nbi"))
+    assert _numba_files(files[0], files[0].stem + ".kser-*.nbi")
     _run(prog)  # same process: nothing new
     assert kc.stats()["misses"] == 1 and kc.stats()["compiles"] == 1
     kc.load_module(codegen.generate(prog))
@@ -135,7 +135,7 @@ def test_corrupted_numba_cache_is_recompiled(cache, which):
     prog = _program(random.random())
     good = _run(prog)
     (f,) = cache.glob("sck_*.py")
-    (victim,) = (cache / "__pycache__").glob(f"{f.stem}.kser-*.{which}")
+    (victim,) = _numba_files(f, f"{f.stem}.kser-*.{which}")
     victim.write_bytes(b"\x80\x04garbage" + os.urandom(64))
     kc.clear_memory()
     kc.reset_stats()
@@ -161,7 +161,7 @@ def test_corrupted_cache_of_a_handwritten_kernel(tmp_path):
         return m
     from numba import types
     kc.compile_dispatcher(load().twice, types.int64(types.int64))
-    (nbi,) = (tmp_path / "__pycache__").glob("handmade_kernel.twice-*.nbi")
+    (nbi,) = _numba_files(mod_path, "handmade_kernel.twice-*.nbi")
     nbi.write_bytes(b"garbage")
     kc.reset_stats()
     m = load()
@@ -202,3 +202,9 @@ def test_generated_kernels_go_through_the_cache(cache):
     k = lower_op(g.main.ops[0])
     assert k.impl == "generated" and Path(kc.cache_dir(), f"sck_{k.info['key']}.py").exists()
     assert sys.modules[f"sparsec_kernel_{k.info['key']}"]
+
+
+def _numba_files(module_path, pattern):
+    """Numba's cache files of a module: beside it in __pycache__, or under NUMBA_CACHE_DIR."""
+    from pathlib import Path
+    return [p for d in kc._numba_cache_dirs(Path(module_path)) for p in d.glob(pattern)]
