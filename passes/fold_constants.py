@@ -48,7 +48,7 @@ class _Known:
     array: np.ndarray
     source: str | None      # the weight it derives from (None: only constants)
     suffixes: tuple         # ops applied since that weight, for the derived name
-    source_size: int        # elements of the largest constant/weight it is computed from
+    source_size: int        # elements of the constants/weights it is computed from, together
 
 
 def _static_tensor(t) -> bool:
@@ -106,9 +106,10 @@ class FoldConstants(Pass):
                 or not all(_static_tensor(r.type) for r in op.results)):
             return None
         ins = [known[id(v)] for v in op.operands]
-        source_size = max(k.source_size for k in ins)
+        # a stack/concat of weights is as big as its inputs together; a broadcast is bigger
+        source_size = sum(k.source_size for k in ins)
         if any(math.prod(r.type.shape) > max(self.max_constant_elements, source_size) for r in op.results):
-            return None  # would expand into a weight bigger than anything it came from
+            return None  # would expand into a weight bigger than everything it came from
         env = {id(v): k.array for v, k in zip(op.operands, ins)}
         try:
             outs = run_op(op, env, weights)
