@@ -174,6 +174,7 @@ def bench_moe(args, limits):
         moe.load_state_dict(sd)
     g = sc.trace(moe, sc.TensorSpec(("tokens", hidden), "float32"))
     cm = sc.compile(g, progress=False)
+    dense = sc.compile(g, pipeline="classic,fuse-elementwise", progress=False)  # no MoE rewrite
     expert_bytes = 3 * hidden * ffn * 4
     for t in (1, 128):
         x = np.random.default_rng(t).standard_normal((t, hidden)).astype(np.float32)
@@ -187,6 +188,9 @@ def bench_moe(args, limits):
             note=f"pipeline {cm.pipeline}")
         (want,) = sc.interpret(g, x)
         err = float(np.abs(cm(x) - want).max())
+        med, best = median_time(lambda: dense(x), args.repeat)
+        row(case, "sparsec without the MoE pass", med, best, ref, nbytes=nbytes, flops=flops, limits=limits,
+            note=f"pipeline {dense.pipeline}: all {experts} experts on every token")
         if block is None:
             row(case, "HF MixtralSparseMoeBlock (transformers not installed)", float("nan"), float("nan"))
             continue
