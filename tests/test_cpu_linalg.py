@@ -3,8 +3,10 @@
 
 ``check_op`` / ``run_kernels`` here are shared by the other ``test_cpu_*`` kernel tests."""
 import contextlib
+import math
 
 import ml_dtypes
+import numba
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -178,3 +180,98 @@ def test_zero_rows():
     for fn in (lambda x: sc.ops.linear(x, w), lambda x: sc.ops.matmul(x, w, transpose_b=True)):
         g = trace(fn, (("tokens", 4), "float32"))
         assert check_graph(g, [np.zeros((0, 4), np.float32)])[0].shape == (0, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# the f32 kernel directly: dot-product tiles (few rows) and outer-product panels (many rows),
+# against float64 products
+
+P, PMIN = L.PANEL_ROWS, L.PANEL_MIN_ROWS
+
+
+def _close_to_f64(out, ref):
+    assert out.dtype == np.float32
+    err = np.abs(out.astype(np.float64) - ref).max(initial=0.0)
+    assert err <= 1e-4 * max(1.0, np.abs(ref).max(initial=0.0)), err
+
+
+def _act64(v, act):
+    if act == L.ACT_SILU:
+        return v / (1.0 + np.exp(-v))
+    if act == L.ACT_GELU:
+        return 0.5 * v * (1.0 + np.vectorize(math.erf, otypes=[float])(v / math.sqrt(2.0)))
+    if act == L.ACT_GELU_TANH:
+        return 0.5 * v * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v ** 3)))
+    if act == L.ACT_RELU:
+        return np.maximum(v, 0.0)
+    return v
+
+
+@pytest.mark.parametrize("rows, n, k", [
+    (8, 9, 50),              # tiles: 4 + 4 rows; 9 weight rows: 2 groups of 4, then 1
+    (13, 203, 97),           # tiles: 6 + 6 + 1 rows
+    (PMIN, 203, 97),         # the smallest group with a panel (partly filled), N not a multiple of 4
+    (P + 1, 70, 1),          # a panel and one row of tiles, K = 1
+    (P + 8, 130, 300),       # a panel and 8 rows of tiles
+    (P + PMIN + 1, 61, 1030),  # a full and a partly filled panel
+    (2 * P, 64, 1024),       # rows of 4 KiB (aliasing in the packing)
+    (4 * P + 2, 203, 97),    # 4 panels and 2 rows of tiles
+])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_f32_tiles_and_panels(rows, n, k, bias):
+    rng = np.random.default_rng(rows * 1000 + k)
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32) if bias else None
+    out = np.full((rows, n), np.nan, np.float32)
+    L.linear_f32(x, w, b, out)
+    ref = x.astype(np.float64) @ w.T.astype(np.float64)
+    _close_to_f64(out, ref if b is None else ref + b)
+
+
+@pytest.mark.parametrize("rows", [5, P + 3])
+def test_linear_f32_zero_inputs(rows):
+    # K = 0: every product is empty, out is the bias
+    b = np.arange(11, dtype=np.float32)
+    out = np.full((rows, 11), np.nan, np.float32)
+    L.linear_f32(np.zeros((rows, 0), np.float32), np.zeros((11, 0), np.float32), b, out)
+    assert np.array_equal(out, np.broadcast_to(b, out.shape))
+
+
+@pytest.mark.parametrize("rows", [7, 2 * P + 5])
+def test_linear_f32_strided_operands(rows):
+    # a weight whose rows are not contiguous takes the tiles (the panels need contiguous rows);
+    # strided inputs are packed like contiguous ones
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((rows, 2 * 90)).astype(np.float32)[:, ::2]
+    w = rng.standard_normal((37, 2 * 90)).astype(np.float32)[:, 1::2]
+    for xs, ws in ((x, w), (np.ascontiguousarray(x), w), (x, np.ascontiguousarray(w))):
+        out = np.empty((rows, 37), np.float32)
+        L.linear_f32(xs, ws, None, out)
+        _close_to_f64(out, xs.astype(np.float64) @ ws.T.astype(np.float64))
+
+
+@pytest.mark.parametrize("act", [L.ACT_NONE, L.ACT_SILU, L.ACT_GELU, L.ACT_GELU_TANH, L.ACT_RELU])
+def test_grouped_f32_tiles_and_panels(act):
+    # groups of 0, 1, 5 rows (tiles), 130 rows (panels + tiles), PMIN rows (one panel) and
+    # P + 8 rows, on the calling thread and on Numba's threads
+    counts = [0, 1, 5, 130, PMIN, 0, P + 8]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rng = np.random.default_rng(act)
+    g, n, k = len(counts), 70, 203
+    x = rng.standard_normal((offsets[-1], k)).astype(np.float32)
+    w = (rng.standard_normal((g, n, k)) / np.sqrt(k)).astype(np.float32)
+    w2 = (rng.standard_normal((g, n, k)) / np.sqrt(k)).astype(np.float32)
+    ref = np.zeros((offsets[-1], n))
+    for e in range(g):
+        lo, hi = offsets[e], offsets[e + 1]
+        ref[lo:hi] = x[lo:hi].astype(np.float64) @ w[e].T.astype(np.float64)
+        if act != L.ACT_NONE:
+            ref[lo:hi] = _act64(ref[lo:hi], act) * (x[lo:hi].astype(np.float64) @ w2[e].T.astype(np.float64))
+    for threads in (1, numba.get_num_threads()):
+        out = np.full(ref.shape, np.nan, np.float32)
+        assert L.grouped_gemm_nt(x, w, w2, offsets, np.zeros(0, np.float32), act, L.BLAS_MIN_ROWS, threads, out) == 0
+        _close_to_f64(out, ref)
+    out = np.full(ref.shape, np.nan, np.float32)
+    assert L.grouped_f32(x, w, w2 if act != L.ACT_NONE else None, offsets, act, out)
+    _close_to_f64(out, ref)
