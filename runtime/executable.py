@@ -34,7 +34,7 @@ class KernelError(SparsecError):
 class _Prepared:
     entries: list            # (fn, args, patches, step index); patches None for plain kernels
     input_patches: list      # per input: [(args list, position)]
-    fresh: list              # (root slot, shape, dtype, [(args, position)], members) allocated per call
+    fresh: list              # (root slot, shape, dtype, [(args, position)]) allocated per call
     static_values: dict      # slot -> array (arena buffers, weights, constants, static views)
     arena_bytes: int
     result_sources: list     # per output: ("static", array) | ("slot", slot)
@@ -110,7 +110,7 @@ class Executable:
             for args, j in patches:
                 args[j] = x
         fresh_arrays = {}
-        for root, shape, dtype, patches, _members in prep.fresh:
+        for root, shape, dtype, patches in prep.fresh:
             a = np.empty(shape, dtype)
             fresh_arrays[root] = a
             for args, j in patches:
@@ -162,7 +162,7 @@ class Executable:
         for x, patches in zip(arrays, prep.input_patches):
             for args, j in patches:
                 args[j] = x
-        for root, shape, dtype, patches, _m in prep.fresh:
+        for root, shape, dtype, patches in prep.fresh:
             a = np.empty(shape, dtype)
             for args, j in patches:
                 args[j] = a
@@ -252,7 +252,7 @@ class Executable:
         for st in self.storages:
             if st.root in output_roots and st.root not in input_roots and plan.slots[st.root].kind == "buffer":
                 fresh.append((st.root, shapes[st.root], plan.slots[st.root].type.dtype.np,
-                              slot_uses.get(st.root, []), st.members))
+                              slot_uses.get(st.root, [])))
         return _Prepared(entries, input_patches, fresh, static, arena_bytes, result_sources)
 
     # -- reports ---------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
 
 import numpy as np
 
@@ -151,8 +150,7 @@ def lower_all(graph: Graph, target: str) -> dict:
 
 def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pipeline: str = "default",
             threads: int | None = None, progress: bool | None = None, verify_each: bool = False,
-            print_ir_after_all: bool = False, dump_dir: str | None = None, warmup: bool = True,
-            on_pass: Callable | None = None) -> CompiledModel:
+            print_ir_after_all: bool = False, dump_dir: str | None = None, warmup: bool = True) -> CompiledModel:
     """Compile ``model`` (an ``sc.nn.Module``, a function, an ``sc.Graph`` or an ``.mlir``
     path) for ``target``.
 

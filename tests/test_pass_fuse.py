@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 
 import sparsec as sc
 from sparsec.ir.types import broadcast_shapes
-from sparsec.passes import PASSES, PassManager, PipelineError
+from sparsec.passes import PassManager, PipelineError
 from sparsec.passes.fuse_elementwise import MAX_INLINED_CONSTANT_ELEMENTS
 
 EW_OPS = ["sc.add", "sc.mul", "sc.exp", "sc.tanh", "sc.broadcast_to", "sc.cast", "sc.where", "sc.constant",
@@ -274,11 +274,7 @@ def test_fused_graph_round_trips():
 # ---------------------------------------------------------------------------------------------
 # pipelines on real models
 
-PIPELINES = [
-    pytest.param("canonicalize,cse,dce,fuse-elementwise",
-                 marks=pytest.mark.skipif("canonicalize" not in PASSES, reason="canonicalize not registered yet")),
-    "cse,dce,fuse-elementwise",
-]
+PIPELINES = ["canonicalize,cse,dce,fuse-elementwise", "cse,dce,fuse-elementwise"]
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
