@@ -9,11 +9,12 @@ from .registry import (PASSES, PIPELINES, Pass, PassFailure, PipelineError, Stat
 from .rewrite import Pattern, RewriteError, Rewriter, apply_patterns, is_trivially_dead
 from .manager import PassManager, PassRecord
 from . import canonicalize, cse, dce, fold_constants, fuse_elementwise, infer_shapes  # noqa: F401,E402  (register)
-from . import sparse_activation  # noqa: F401,E402  (register)
+from . import expert_fusion, sparse_activation  # noqa: F401,E402  (register)
 
 #: what ``sc.compile`` and ``sparsec compile`` run unless told otherwise. Canonicalization only
 #: tidies: every later pass is correct without it (tests run the pipeline with and without).
-PIPELINES["default"] = "sparse-activation,canonicalize,cse,dce,fold-constants{fold-params=true},fuse-elementwise"
+PIPELINES["default"] = ("sparse-activation,expert-fusion,canonicalize,cse,dce,fold-constants{fold-params=true},"
+                        "fuse-elementwise")
 PIPELINES["classic"] = "canonicalize,cse,dce"
 
 __all__ = [

@@ -10,14 +10,16 @@ once: only values still needed by an op that is not folded (or by ``func.return`
 materialized, as
 
 - ``sc.constant`` when they have at most ``max-constant-elements`` elements;
-- otherwise a new weight: an entry in ``graph.weights`` under a name derived from the weight it
+- otherwise a new weight: an entry in ``graph.weights`` under the value's name when a pass named
+  it (the sparse-activation stacks are ``experts.gate_proj.weight``...), else a name derived from the weight it
   was computed from and the ops applied (``lm_head.weight.T`` for a transpose, ``w.f16`` for a
   cast, ``w.T.f16`` for both, ``<name>.folded`` beyond three ops; constants give
   ``constant...``), made unique with ``.1``, ``.2``..., read by a new ``sc.param {name = ...}``.
 
 So ``transpose(param)`` and ``cast(param)`` become pre-transposed / pre-cast weights. A value
-larger than ``max-constant-elements`` is folded only if it is no bigger than the largest constant
-or weight it is computed from: folding never expands a broadcast into a large new weight. An op
+larger than ``max-constant-elements`` is folded only if it is no bigger than the constants and
+weights it is computed from together (a stack or concat of weights folds): folding never expands
+a broadcast into a large new weight. An op
 whose reference fails (an integer division by zero, an index out of range) is left in place, so
 the error still happens at run time. Ops inside regions are not folded.
 
@@ -162,7 +164,7 @@ class FoldConstants(Pass):
             new = b.create("sc.constant", [], {"value": array}, loc=op.loc, result_hints=[value.name_hint])
             stats["constants created"] += 1
         else:
-            name = self._weight_name(graph, k)
+            name = self._weight_name(graph, k, value.name_hint)
             graph.weights[name] = array
             new = b.create("sc.param", [], {"name": name}, result_types=[value.type], loc=op.loc,
                            result_hints=[name])
@@ -170,11 +172,13 @@ class FoldConstants(Pass):
         value.replace_all_uses_with(new.result)
 
     @staticmethod
-    def _weight_name(graph, k: _Known) -> str:
+    def _weight_name(graph, k: _Known, hint: str | None = None) -> str:
+        taken = set(graph.weights) | set(graph.params())
+        if hint and not hint[0].isdigit() and hint not in taken:
+            return hint  # a name a pass gave the value (e.g. experts.gate_proj.weight for a stack)
         base = k.source or "constant"
         suffixes = k.suffixes if len(k.suffixes) <= _MAX_NAME_SUFFIXES else ("folded",)
         name = ".".join((base, *suffixes))
-        taken = set(graph.weights) | set(graph.params())
         if name not in taken:
             return name
         n = 1

@@ -218,7 +218,8 @@ class Executable:
                 if step.view and not step.inplace and all(i not in dynamic for i in ins):
                     outs = step.fn(*[static[i] for i in ins])  # a view of static memory: once, now
                     for o, a in zip(step.outputs, outs):
-                        if not np.shares_memory(a, static[ins[0]]):
+                        # (an empty array shares no memory with anything: nothing to alias)
+                        if a.size and not np.shares_memory(a, static[ins[0]]):
                             raise KernelError(f"{step.op}: view kernel {step.kernel} returned a copy, not a view")
                         static[o] = a
                     continue

@@ -30,6 +30,7 @@ def summarize(g: Graph) -> dict:
         if m:
             experts.add((m.group(1) or "", int(m.group(2))))
     moe_blocks = sorted({p for p, _ in experts})
+    dispatch = [op.attrs["num_experts"] for op in g.walk() if op.name == "sc.moe_dispatch"]
     quant = Counter(t.format for t in params.values() if isinstance(t, QuantType))
     return {
         "functions": list(g.functions),
@@ -40,8 +41,11 @@ def summarize(g: Graph) -> dict:
         "num_params": len(params),
         "param_elements": int(sum(int(np.prod(t.shape)) for t in params.values())),
         "param_bytes": sum(_nbytes(t) for t in params.values()),
-        "moe_blocks": len(moe_blocks) + (ops.get("sc.moe_dispatch", 0) if not moe_blocks else 0),
-        "experts_per_block": (len(experts) // len(moe_blocks)) if moe_blocks else 0,
+        # after sparse-activation the dispatch ops say it (expert weights are stacked by then;
+        # expert-fusion counts a shared expert's chunks among them)
+        "moe_blocks": len(dispatch) if dispatch else len(moe_blocks),
+        "experts_per_block": (max(dispatch) if dispatch else
+                              (len(experts) // len(moe_blocks)) if moe_blocks else 0),
         "quantized": dict(quant),
     }
 

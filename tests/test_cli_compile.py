@@ -32,7 +32,7 @@ def test_compile_run_and_show(moe_mlir):
     got = np.load(d / "y.npz")["out0"]
     assert sc.testing.compare_outputs((want,), (got,), rtol=0, atol=1e-4) is None
     r = CliRunner().invoke(main, ["show", spc])
-    assert r.exit_code == 0 and "sc.fused" in r.output
+    assert r.exit_code == 0 and "sc.moe_gated_grouped_matmul" in r.output and "4 experts each" in r.output
 
 
 def test_run_input_errors(moe_mlir):
