@@ -174,7 +174,7 @@ def bench_moe(args, limits):
         moe.load_state_dict(sd)
     g = sc.trace(moe, sc.TensorSpec(("tokens", hidden), "float32"))
     cm = sc.compile(g, progress=False)
-    dense = sc.compile(g, pipeline="classic,fuse-elementwise", progress=False)  # no MoE rewrite
+    dense = sc.compile(g, pipeline="classic,fuse-elementwise", progress=False)  # no MoE passes
     expert_bytes = 3 * hidden * ffn * 4
     for t in (1, 128):
         # 16 different inputs cycled: each call routes to other experts, so the active experts'
@@ -194,7 +194,7 @@ def bench_moe(args, limits):
         err = float(np.abs(cm(x) - want).max())
         it = iter(range(10**9))
         med, best = median_time(lambda: dense(xs[next(it) % 16]), args.repeat)
-        row(case, "sparsec without the MoE pass", med, best, ref, nbytes=nbytes, flops=flops, limits=limits,
+        row(case, "sparsec without the MoE passes", med, best, ref, nbytes=nbytes, flops=flops, limits=limits,
             note=f"pipeline {dense.pipeline}: all {experts} experts on every token")
         if block is None:
             row(case, "HF MixtralSparseMoeBlock (transformers not installed)", float("nan"), float("nan"))
@@ -203,20 +203,65 @@ def bench_moe(args, limits):
         xt = torch.from_numpy(x)[None]
         xts = [torch.from_numpy(v)[None] for v in xs]
         with torch.inference_mode():
-            hf = block(xt)[0].numpy()
-            row_note = f"sparsec vs HF max abs err {float(np.abs(cm(x) - hf).max()):.1e}, vs interpreter {err:.1e}"
+            for impl in HF_EXPERT_IMPLEMENTATIONS:
+                block.experts.config._experts_implementation = impl
+                hf = block(xt)[0].numpy()
+                note = f"sparsec vs HF max abs err {float(np.abs(cm(x) - hf).max()):.1e}, vs interpreter {err:.1e}"
+                # batched_mm copies the selected experts' weights per token: seconds per call at 128 tokens
+                reps = 3 if impl == "batched_mm" and t > 16 else args.repeat
+                it = iter(range(10**9))
+                med, best = median_time(lambda: block(xts[next(it) % 16]), reps)
+                row(case, f"HF MixtralSparseMoeBlock experts={impl}", med, best, ref, nbytes=nbytes, flops=flops,
+                    limits=limits, note=note)
+                torch._dynamo.reset()
+                comp = torch.compile(block)
+                t0 = time.perf_counter()
+                comp(xt)
+                cold = time.perf_counter() - t0
+                it = iter(range(10**9))
+                med, best = median_time(lambda: comp(xts[next(it) % 16]), reps)
+                row(case, f"HF MixtralSparseMoeBlock experts={impl} torch.compile", med, best, ref, nbytes=nbytes,
+                    flops=flops, limits=limits, note=f"first call {cold:.1f} s")
+            block.experts.config._experts_implementation = "eager"
+
+
+#: transformers' expert implementations (config._experts_implementation), each eager and compiled
+HF_EXPERT_IMPLEMENTATIONS = ("eager", "grouped_mm", "batched_mm")
+
+
+def bench_moe_finegrained(args, limits):
+    """DeepSeek-V2-Lite-shaped MoE at reduced width: 64 experts of ffn 512, top-6, plus 2 shared
+    experts (one SwiGLU of ffn 1024, as DeepSeek stores them). At 1 token a sparse implementation
+    reads 6 routed + 2 shared-sized experts: 8 x 3 x 1024 x 512 x 4 B = 50.3 MB."""
+    hidden, ffn, experts, top_k, shared = 1024, 512, 64, 6, 2
+    moe = sc.nn.MoE(hidden, ffn, experts, top_k, router="softmax", norm_topk_prob=False, shared_ffn=shared * ffn,
+                    naming="deepseek", seed=0)
+    g = sc.trace(moe, sc.TensorSpec(("tokens", hidden), "float32"))
+    variants = [("sparsec", "default"),
+                ("sparsec without expert-fusion", "sparse-activation,classic,fold-constants{fold-params=true},"
+                                                  "fuse-elementwise"),
+                ("sparsec without the MoE passes", "classic,fuse-elementwise")]
+    compiled = [(name, sc.compile(g, pipeline=p, progress=False)) for name, p in variants]
+    expert_bytes = 3 * hidden * ffn * 4
+    for t in (1, 128):
+        xs = [np.random.default_rng(2000 * t + j).standard_normal((t, hidden)).astype(np.float32) for j in range(16)]
+        case = f"MoE {experts}x({hidden}x{ffn}) top-{top_k} + {shared} shared fp32, {t} tok, 16 inputs cycled"
+        active = min(experts, t * top_k) + shared
+        nbytes = active * expert_bytes + experts * hidden * 4
+        flops = 2 * t * (top_k + shared) * 3 * hidden * ffn
+        (want,) = sc.interpret(g, xs[0])
+        ref = None
+        for name, cm in compiled:
+            if name.endswith("MoE passes") and t > 1:
+                reps = max(3, args.repeat // 5)
+            else:
+                reps = args.repeat
             it = iter(range(10**9))
-            med, best = median_time(lambda: block(xts[next(it) % 16]), args.repeat)
-            row(case, "HF MixtralSparseMoeBlock eager", med, best, ref, nbytes=nbytes, flops=flops, limits=limits,
-                note=row_note)
-            comp = torch.compile(block)
-            t0 = time.perf_counter()
-            comp(xt)
-            cold = time.perf_counter() - t0
-            it = iter(range(10**9))
-            med, best = median_time(lambda: comp(xts[next(it) % 16]), args.repeat)
-            row(case, "HF MixtralSparseMoeBlock torch.compile", med, best, ref, nbytes=nbytes, flops=flops,
-                limits=limits, note=f"first call {cold:.1f} s")
+            med, best = median_time(lambda: cm(xs[next(it) % 16]), reps)
+            ref = ref or med
+            err = float(np.abs(cm(xs[0]) - want).max())
+            row(case, name, med, best, ref, nbytes=nbytes, flops=flops, limits=limits,
+                note=f"pipeline {cm.pipeline}; max abs err vs interpreter {err:.1e}")
 
 
 def bench_overhead(args, limits):
@@ -306,7 +351,7 @@ def bench_demo(args, limits):
         note=f"{med / 16 * 1e3:.2f} ms/token")
 
 
-CASES = {"mlp": bench_mlp, "moe": bench_moe, "overhead": bench_overhead, "demo": bench_demo}
+CASES = {"mlp": bench_mlp, "moe": bench_moe, "moe-finegrained": bench_moe_finegrained, "overhead": bench_overhead, "demo": bench_demo}
 
 
 def print_table():
