@@ -13,6 +13,20 @@ from typing import Callable
 from .formats import QuantizationError, QuantizedTensor
 
 _LAYOUTS: dict[tuple[str, str], tuple[Callable, Callable]] = {}
+#: per format, the layout the CPU kernels read fastest on this host (set by the kernels' module)
+_PREFERRED: dict[str, str] = {}
+
+
+def set_preferred_layout(fmt: str, name: str) -> None:
+    if name != "blocks" and (fmt, name) not in _LAYOUTS:
+        raise ValueError(f"layout {name!r} for {fmt} is not registered")
+    _PREFERRED[fmt] = name
+
+
+def preferred_layout(fmt: str) -> str:
+    """The layout the quantize pass repacks ``fmt`` weights into (``"blocks"`` unless a kernel
+    module registered a faster one)."""
+    return _PREFERRED.get(fmt, "blocks")
 
 
 def register_layout(fmt: str, name: str, pack: Callable[[dict, tuple], dict],
