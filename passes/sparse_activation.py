@@ -6,7 +6,15 @@ masks the results with the routing weights (``sc.nn.MoE(formulation="dense")`` t
     dense = scatter(zeros[T, E], ids, weights, axis=-1)          # [T, E], zero off the top k
     out   = y_0(x) * dense[:, 0:1] + ... + y_{E-1}(x) * dense[:, E-1:E]
 
-The pass recognizes that sum and replaces it with the dispatch form, which computes each expert
+It also recognizes the per-expert "index the tokens routed to me" loop of Hugging Face models
+(Mixtral, Qwen-MoE, DeepSeek), traced with ``sc.ops.nonzero`` (a data-dependent row count)::
+
+    out = zeros[T, H]
+    for e in range(E):
+        tok, slot = sc.ops.nonzero(ids == e)                     # the (token, slot) pairs routed to e
+        out = sc.ops.index_add(out, tok, y_e(x[tok]) * w[tok, slot, None])
+
+The pass recognizes either form and replaces it with the dispatch form, which computes each expert
 on its own tokens only (about ``k/E`` of the dense work)::
 
     order, offsets = sc.moe_dispatch(ids, num_experts=E)      # (token, slot) pairs sorted by expert
@@ -19,7 +27,8 @@ per-expert weight becomes ``sc.stack`` of the E expert weights (``[E, N, K]``). 
 (whatever computes ``weights`` and ``ids``) is left as it is; its ``ids`` and ``weights`` feed
 the new chain, so any router works (softmax top-k with or without renormalization, DeepSeek-V3
 sigmoid with group limits, score bias and ``routed_scaling_factor``, shared experts beside the
-sum). The dense experts, masks and the ``[T, E]`` matrix are erased when nothing else uses them.
+sum). The dense experts, masks and the ``[T, E]`` matrix (or the loop's ``sc.nonzero``, gathers
+and ``sc.index_add`` chain) are erased when nothing else uses them.
 
 With ``gated=true`` the pattern ``act(gm(h, Wg)) * gm(h, Wu)`` (act one of silu, gelu,
 gelu_tanh, relu) is emitted as one ``sc.moe_gated_grouped_matmul`` (the expert-fusion pass's
@@ -48,6 +57,29 @@ routings in one tree are rewritten routing by routing.
   ``((ids == e).astype(w.dtype) * weights).sum(-1)`` (``keepdims`` or re-expanded as above;
   ``e`` a constant, either side of ``sc.equal``).
 
+*The Hugging Face loop.* A chain ``acc_E = index_add(... index_add(base, tok_0, s_0) ...,
+tok_{E-1}, s_{E-1})`` (``sc.index_add`` along axis 0, each inner link used only by the next; the
+links in any expert order) with one link per expert ``e = 0..E-1``, where
+
+- ``(tok_e, slot_e) = nonzero(c_e)`` (``sc.nonzero``) and ``c_e`` ``[T, k]`` is ``ids == e``
+  (either side of ``sc.equal``, a constant ``e``), or the expert axis of ``one_hot(ids, E)``
+  indexed at ``e`` after any transpose (``one_hot(ids, E).permute(2, 1, 0)[e]``, Mixtral, gives
+  ``(slot, tok)``; ``.permute(2, 0, 1)[e]``, DeepSeek, gives ``(tok, slot)``), possibly transposed
+  or cast (``sc.nonzero(c)`` then yields the (token, slot) pairs in some order, which the sum
+  does not depend on);
+- ``s_e = y_e * w_e`` (either operand order, used only by the link), ``w_e`` ``[n, 1]`` the
+  weight of each routed pair: ``weights[tok, slot, None]`` or ``weights[tok, slot][:, None]``
+  (``.unsqueeze(-1)``), i.e. ``sc.take`` along axis 0 of ``weights`` reshaped to ``[T*k]`` (then
+  widened by ``sc.expand_dims``/``sc.reshape``) or to ``[T*k, 1]``, at ``tok * k + slot`` (as the
+  tracer writes ``w[tok, slot]``);
+- ``y_e`` is an expert as below on ``x[tok_e]`` in place of ``x``: ``sc.take`` of ``x`` ``[T, *]``
+  along axis 0 by ``tok_e``, or Mixtral's ``x[None, tok_e].reshape(-1, H)``.
+
+``base`` of all zeros gives the combine alone; any other base ``[T, H]`` gives ``base + combine``.
+Unlike the dense forms, this loop adds each pair's weighted row even if a row repeated an expert;
+``ids`` must still be ``sc.topk`` indices as below, which puts every id in ``[0, E)``: the loop
+skips ids outside, ``sc.moe_dispatch`` would fail on them.
+
 ``ids`` must be the indices of an ``sc.topk`` over the last axis of a ``[T, E']`` tensor with
 ``E' <= E`` (so each token's ids are distinct and in range: this is what makes the dense
 scatter/one-hot/compare masks equal to the combine's weighted sum) and ``k >= 1``; ``weights``
@@ -65,9 +97,13 @@ row-broadcast (rank < 2 or one row), e.g. a scalar ``0.5``.
 
 What is not recognized (left unchanged)
 ---------------------------------------
-- The Hugging Face loop (``for e: idx = where(ids == e); out.index_add_(0, idx, expert(x[idx]) *
-  w[idx])``) cannot be traced at all: ``x[idx]`` has a data-dependent number of rows, which this
-  IR (static or symbolic shapes only) cannot express; tracing raises at the user's line.
+- A Hugging Face loop whose links differ from the forms above: an expert missing or twice, the
+  tokens gathered with another index than the link's ``tok_e``, weights of another ``(tok,
+  slot)`` pairing or routing, the product or a partial sum used elsewhere, a boolean-mask gather
+  (``x[mask]`` cannot be traced: use ``sc.ops.nonzero``), or index_adds along another axis. Such
+  a graph keeps its ``sc.nonzero``, which the CPU target does not lower (a ``LoweringError``
+  naming the op and its line). Two blocks' loops adding into one accumulator chain are one chain
+  of two routings: neither is rewritten.
 - A sum missing an expert, with an expert twice, or with a mask from other ids/weights than the
   others (the result would differ); ``ids`` that are not ``sc.topk`` indices (a function input
   or a gather may repeat an expert in a row, where ``scatter`` keeps the last weight but the
@@ -81,16 +117,17 @@ What is not recognized (left unchanged)
 Exactness: for finite values the rewrite computes the same function under the reference
 interpreter up to fp32 summation order (the combine adds the k weighted rows in slot order, the
 dense sum adds all E products in expert order and the other leaves may be re-associated; with
-k <= 2 and no other leaves the order is the same). The dense form also multiplies the experts a
-token does not use by 0.0: where such an expert's output is inf or NaN, the dense form gives NaN
-and the sparse form a finite value (likewise an inf/NaN routing weight in the one-hot and
-compare-multiply masks, which multiply every weight by 0 or 1).
+k <= 2 and no other leaves the order is the same). The loop adds each token's k rows in the
+loop's expert order, rounding to the accumulator's dtype after each (f16/bf16 round k times, the
+combine once). The dense sum also multiplies the experts a token does not use by 0.0: where such
+an expert's output is inf or NaN, the dense form gives NaN and the sparse form a finite value
+(likewise an inf/NaN routing weight in the one-hot and compare-multiply masks, which multiply
+every weight by 0 or 1); the loop, like the sparse form, computes only the routed rows.
 
 The stacked weights: ``sc.stack`` of the per-expert weights is computed from params only;
-evaluated at run time it copies every expert weight on every call. Folding it into one weight at
-compile time is meant to be ``fold-constants{fold-params=true}``'s job (run after this pass), but
-today that pass refuses any folded value bigger than its largest input, so it leaves the stack
-in place (``test_fold_params_folds_the_stacked_weights`` is an expected failure until it folds).
+evaluated at run time it would copy every expert weight on every call. The default pipeline
+runs ``fold-constants{fold-params=true}`` after this pass, which folds each stack into one
+``[E, N, K]`` weight at compile time (``test_fold_params_folds_the_stacked_weights``).
 """
 from __future__ import annotations
 
@@ -99,7 +136,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import Block, Builder, Operation, OpResult, TensorType, Value
+from ..ir import Block, Builder, Operation, OpResult, TensorType, Value, dim_mul
 from ..ir.attributes import format_attr
 from .registry import Pass, Statistics, option, register_pass
 
@@ -161,6 +198,14 @@ def _const_index(v: Value, shape: tuple) -> int | None:
     if a.shape != shape or a.dtype.kind not in "iu":
         return None
     return int(a.reshape(-1)[0])
+
+
+def _const_scalar(v: Value) -> int | None:
+    """The integer held by a one-element constant of any rank (``e`` in ``ids == e``), or None."""
+    t = _tensor(v)
+    if t is None or not all(d == 1 for d in t.shape):
+        return None
+    return _const_index(v, tuple(t.shape))
 
 
 def _same_leaf(a: Value, b: Value) -> bool:
@@ -229,6 +274,17 @@ class _Term:
 
 
 @dataclass
+class _LoopTerm:
+    """A link ``index_add(acc, tok, value)`` of the Hugging Face loop: ``value = y * w``, expert
+    output ``y`` on the ``rows`` tokens ``tok`` routed to ``mask.expert``."""
+    value: Value
+    expert_out: Value
+    mask: _Mask
+    tok: Value
+    rows: object   # the data-dependent row count (sc.nonzero's symbolic dim)
+
+
+@dataclass
 class _Node:
     """One op of an expert, in operand-first order; ``refs`` name its operands as
     ``("node", i)``, ``("leaf", i)`` or, for a linear's weight, ``("weight", slot)``."""
@@ -261,9 +317,13 @@ class _FunctionRewrite:
     # -- driver ----------------------------------------------------------------------------
     def run(self) -> None:
         for op in list(self.block.ops):
-            if op.parent is not self.block or op.name not in ("sc.add", "sc.mul") or not op.result.uses:
+            if (op.parent is not self.block or op.name not in ("sc.add", "sc.mul", "sc.index_add")
+                    or not op.result.uses):
                 continue  # erased by an earlier rewrite, not a sum, or dead (left to dce)
-            if op.name == "sc.add" and not self.inner_add(op):
+            if op.name == "sc.index_add":
+                if not self.inner_link(op):
+                    self.rewrite_loop(op)
+            elif op.name == "sc.add" and not self.inner_add(op):
                 self.rewrite_sum(op, self.sum_leaves(op))
             elif op.name == "sc.mul" and not any(u.name == "sc.add" for u in op.result.users):
                 self.rewrite_sum(op, [op.result])   # a single expert: the product is the sum
@@ -329,7 +389,9 @@ class _FunctionRewrite:
         dropped: set[int] = set()
         for idx, group, experts in plans:
             by_expert = sorted(zip(group, experts), key=lambda te: te[0].mask.expert)
-            combined[idx[0]] = self.emit(b, root, [t for t, _ in by_expert], [e for _, e in by_expert])
+            mask = group[0].mask
+            combined[idx[0]] = self.emit(b, root.loc, mask.ids, mask.weights, group[0].value.type.shape[0],
+                                         [e for _, e in by_expert])
             dropped.update(idx)
         out = None
         for i, v in enumerate(leaves):
@@ -510,24 +572,275 @@ class _FunctionRewrite:
                 return _Mask(ids, w, e, None)
         return None
 
+    # -- the Hugging Face loop: index_add(..., tok_e, expert_e(x[tok_e]) * w[tok_e, slot_e]) ----
+    def inner_link(self, op: Operation) -> bool:
+        """Is ``op`` an inner link of an index_add chain (its only use the next link's base)?"""
+        uses = op.result.uses
+        return (len(uses) == 1 and uses[0][1] == 0 and uses[0][0].name == "sc.index_add"
+                and uses[0][0].parent is self.block)
+
+    def rewrite_loop(self, root: Operation) -> None:
+        """Rewrite the chain of ``sc.index_add`` ending at ``root`` when every link adds one
+        expert's weighted rows of one routing and the chain covers every expert once."""
+        acc = _tensor(root.result, 2)
+        if acc is None:
+            return
+        links = [root]
+        while True:
+            base = links[-1].operands[0]
+            p = self.top_level(base)
+            if p is None or p.name != "sc.index_add" or len(base.uses) != 1:
+                break
+            links.append(p)
+        terms = [self.loop_term(link) for link in links]
+        if any(t is None for t in terms):
+            return
+        if len({(id(t.mask.ids), id(t.mask.weights)) for t in terms}) != 1:
+            return       # several routings in one chain
+        if not self.routing_ok([t.mask for t in terms]):
+            return
+        ids, weights = terms[0].mask.ids, terms[0].mask.weights
+        tokens = acc.shape[0]
+        if ids.type.shape[0] != tokens:
+            return
+        experts = []
+        for t in terms:
+            ex = self.expert(t.expert_out, t.rows)
+            ex = None if ex is None else self.gathered(ex, t, tokens)
+            if ex is None:
+                return
+            experts.append(ex)
+        if not self.same_structure(experts):
+            return
+        scratch = Block()   # the new ops, placed where ``root`` is at the end of the run
+        b = Builder(scratch)
+        by_expert = sorted(zip(terms, experts), key=lambda te: te[0].mask.expert)
+        out = self.emit(b, root.loc, ids, weights, tokens, [e for _, e in by_expert])
+        base = links[-1].operands[0]
+        if not _is_zeros(base):     # index_add into a value: that value plus the experts' rows
+            out = b.create("sc.add", [base, out], loc=root.loc).result
+        if out.type != root.result.type:  # pragma: no cover - combine gives [T, H] like the chain
+            for op in reversed(scratch.ops):
+                op.drop_operands()
+            return
+        self.stats["moe blocks rewritten"] += 1
+        self.stats["experts sparsified"] += len(terms)
+        self.inserted[id(root)] = (root, list(scratch.ops))
+        scratch.ops.clear()
+        root.result.replace_all_uses_with(out)
+        self.erase_dead(root)
+
+    def loop_term(self, link: Operation) -> _LoopTerm | None:
+        """``index_add(acc, tok, y * w, axis=0)`` with ``(tok, slot) = nonzero(<ids == e>)`` and
+        ``w = weights[tok, slot]`` (a column ``[n, 1]``, either operand order)."""
+        acc = _tensor(link.result, 2)
+        if acc is None or _axis(link.attrs["axis"], 2) != 0:
+            return None
+        _, tok, src = link.operands
+        routed = self.routed(tok)
+        p = self.top_level(src)
+        if routed is None or p is None or p.name != "sc.mul" or len(src.uses) != 1:
+            return None
+        ids, e, width, slot = routed
+        a, b = p.operands
+        for y, w in ((a, b), (b, a)):
+            if y.type != src.type:
+                continue
+            weights = self.routed_weight(w, tok, slot, ids)
+            if weights is not None and weights.type.dtype == acc.dtype:
+                return _LoopTerm(src, y, _Mask(ids, weights, e, width), tok, tok.type.shape[0])
+        return None
+
+    def routed(self, tok: Value) -> tuple | None:
+        """``(ids, e, width, slot)`` when ``tok`` is the token vector of ``nonzero(c)`` where ``c``
+        ``[T, k]`` (or its transpose) is nonzero exactly where ``ids == e``; ``slot`` is the other
+        vector."""
+        nz = self.top_level(tok)
+        if nz is None or nz.name != "sc.nonzero" or len(nz.results) != 2:
+            return None
+        found = self.indicator(nz.operands[0])
+        if found is None:
+            return None
+        ids, e, width, labels = found
+        if tok is not nz.results[labels.index("token")]:
+            return None
+        return ids, e, width, nz.results[labels.index("slot")]
+
+    def indicator(self, c: Value) -> tuple | None:
+        """``(ids, e, width, labels)`` when ``c`` (rank 2) is nonzero exactly where ``ids == e``:
+        ``ids == e`` (either side), ``one_hot(ids, E)`` with the expert axis indexed at ``e``
+        (``one_hot(ids, E).permute(2, 1, 0)[e]``), possibly transposed or cast; ``labels`` say
+        which of ``c``'s axes is the token and which the slot."""
+        op = self.top_level(c)
+        if op is None or _tensor(c, 2) is None:
+            return None
+        if op.name == "sc.cast":     # a 0/1 indicator stays one under any cast
+            return self.indicator(op.operands[0])
+        if op.name == "sc.transpose" and tuple(op.attrs["perm"]) == (1, 0):
+            found = self.indicator(op.operands[0])
+            return None if found is None else (*found[:3], found[3][::-1])
+        if op.name == "sc.equal":
+            a, b = op.operands
+            for ids, k in ((a, b), (b, a)):
+                e = _const_scalar(k)
+                if (e is not None and e >= 0 and _tensor(ids, 2) is not None and ids.type.dtype.is_int
+                        and ids.type.shape == c.type.shape):
+                    return ids, e, None, ("token", "slot")
+            return None
+        picked = self.picked(op)
+        if picked is None:
+            return None
+        m, axis, e = picked
+        oh = self.one_hot_axes(m)
+        if oh is None or oh[2][axis] != "expert" or not 0 <= e < oh[1]:
+            return None
+        return oh[0], e, oh[1], tuple(lbl for j, lbl in enumerate(oh[2]) if j != axis)
+
+    def picked(self, op: Operation) -> tuple | None:
+        """``(m, axis, e)`` when ``op`` is ``m[..., e, ...]`` on ``axis`` of a rank-3 ``m``
+        (``sc.squeeze`` of a one-element ``sc.slice`` or of a unit dim, or ``sc.take`` of a
+        constant scalar index)."""
+        src = op.operands[0] if op.operands else None
+        if _tensor(src, 3) is None:
+            return None
+        if op.name == "sc.take":
+            axis = _axis(op.attrs["axis"], 3)
+            e = _const_index(op.operands[1], ())
+            return None if axis is None or e is None else (src, axis, e)
+        if op.name != "sc.squeeze" or len(op.attrs["axes"]) != 1:
+            return None
+        axis = _axes(op, 3)[0] if _axes(op, 3) else None
+        if axis is None:
+            return None
+        s = self.top_level(src)
+        if (s is not None and s.name == "sc.slice" and _tensor(s.operands[0], 3) is not None
+                and _axis(s.attrs["axis"], 3) == axis and isinstance(s.operands[0].type.shape[axis], int)
+                and s.attrs["step"] is not None):
+            picked = range(s.operands[0].type.shape[axis])[s.attrs["start"]:s.attrs["stop"]:s.attrs["step"]]
+            if len(picked) == 1:
+                return s.operands[0], axis, picked[0]
+        return src, axis, 0      # a unit dim squeezed away: index 0 of it
+
+    def one_hot_axes(self, m: Value) -> tuple | None:
+        """``(ids, depth, labels)`` when ``m`` (rank 3) is ``one_hot(ids, depth)``, possibly cast
+        and transposed; ``labels`` name ``m``'s axes ("token", "slot", "expert")."""
+        op = self.top_level(m)
+        if op is None or _tensor(m, 3) is None:
+            return None
+        if op.name == "sc.cast":
+            return self.one_hot_axes(op.operands[0])
+        if op.name == "sc.transpose":
+            found = self.one_hot_axes(op.operands[0])
+            if found is None:
+                return None
+            return found[0], found[1], tuple(found[2][p % 3] for p in op.attrs["perm"])
+        if op.name == "sc.one_hot" and _tensor(op.operands[0], 2) is not None and op.operands[0].type.dtype.is_int:
+            return op.operands[0], op.attrs["depth"], ("token", "slot", "expert")
+        return None
+
+    def routed_weight(self, w: Value, tok: Value, slot: Value, ids: Value) -> Value | None:
+        """``weights`` ``[T, k]`` (shaped like ``ids``) when ``w`` ``[n, 1]`` is ``weights[tok, slot]``
+        as a column: ``take(flat, tok * k + slot)`` of ``weights`` flattened to ``[T*k]`` then
+        widened (``[:, None]``, ``unsqueeze(-1)``), or flattened to ``[T*k, 1]`` (``w[tok, slot, None]``)."""
+        if _tensor(w, 2) is None or w.type.shape != (tok.type.shape[0], 1):
+            return None
+        op = self.top_level(w)
+        if op is None:
+            return None
+        if op.name in ("sc.expand_dims", "sc.reshape") and _tensor(op.operands[0], 1) is not None:
+            if op.name == "sc.expand_dims" and _axes(op, 2) != (1,):
+                return None
+            op = self.top_level(op.operands[0])
+            if op is None:
+                return None
+        if op.name != "sc.take":
+            return None
+        src, flat = op.operands
+        if _tensor(src) is None or _axis(op.attrs["axis"], src.type.rank) != 0 or _tensor(flat, 1) is None:
+            return None
+        weights = self.flat_view_of(src, ids.type.shape)
+        if weights is None or _tensor(weights, 2) is None:
+            return None
+        t, k = weights.type.shape
+        if not isinstance(k, int) or src.type.shape[0] != dim_mul(t, k) or any(d != 1 for d in src.type.shape[1:]):
+            return None
+        return weights if self.flat_index(flat, tok, slot, k) else None
+
+    def flat_view_of(self, v: Value, shape: tuple) -> Value | None:
+        """The earliest value of ``shape`` that ``v`` is a reshape of (through ``sc.reshape``,
+        ``sc.expand_dims`` and ``sc.squeeze``, which keep the row-major element order), or None."""
+        found = None
+        while True:
+            if v.type.shape == shape:
+                found = v
+            op = self.top_level(v)
+            if op is None or op.name not in ("sc.reshape", "sc.expand_dims", "sc.squeeze"):
+                return found
+            v = op.operands[0]
+
+    def flat_index(self, f: Value, tok: Value, slot: Value, k: int) -> bool:
+        """``f`` = ``tok * k + slot`` (either operand order; ``tok + slot`` when ``k == 1``)."""
+        op = self.top_level(f)
+        if op is None or op.name != "sc.add":
+            return False
+        a, b = op.operands
+        return (b is slot and self.scaled(a, tok, k)) or (a is slot and self.scaled(b, tok, k))
+
+    def scaled(self, v: Value, tok: Value, k: int) -> bool:
+        if v is tok:
+            return k == 1
+        op = self.top_level(v)
+        if op is None or op.name != "sc.mul":
+            return False
+        a, b = op.operands
+        return (a is tok and _const_scalar(b) == k) or (b is tok and _const_scalar(a) == k)
+
+    def gathered(self, ex: _Expert, term: _LoopTerm, tokens) -> _Expert | None:
+        """``ex`` (matched on the ``n`` routed rows) with each ``[n, *]`` input ``x[tok]`` replaced
+        by ``x`` ``[T, *]``."""
+        leaves = []
+        for v in ex.leaves:
+            t = _tensor(v)
+            if t is not None and len(t.shape) == 2 and t.shape[0] == term.rows:
+                v = self.gathered_rows(v, term.tok, tokens)
+                if v is None:
+                    return None
+            leaves.append(v)
+        return _Expert(ex.nodes, leaves, ex.weights)
+
+    def gathered_rows(self, v: Value, tok: Value, tokens) -> Value | None:
+        """``x`` ``[T, *]`` when ``v`` is ``x[tok]``: ``sc.take`` along axis 0, or Mixtral's
+        ``x[None, tok].reshape(-1, H)`` (a take along axis ``a`` of ``x`` widened by ``a`` leading
+        unit dims, those dims then dropped by ``sc.reshape``/``sc.squeeze``)."""
+        op = self.top_level(v)
+        if op is not None and op.name in ("sc.reshape", "sc.squeeze"):
+            inner = op.operands[0].type.shape
+            lead = len(inner) - len(v.type.shape)
+            if lead > 0 and inner[lead:] == v.type.shape and all(d == 1 for d in inner[:lead]):
+                op = self.top_level(op.operands[0])
+        if op is None or op.name != "sc.take" or op.operands[1] is not tok:
+            return None
+        src = op.operands[0]
+        a = _axis(op.attrs["axis"], len(src.type.shape)) if _tensor(src) is not None else None
+        if a is None or any(d != 1 for d in src.type.shape[:a]):
+            return None
+        x = src
+        if a > 0:
+            p = self.top_level(src)
+            if p is None or p.name not in ("sc.expand_dims", "sc.reshape"):
+                return None
+            x = p.operands[0]
+            if x.type.shape != src.type.shape[a:]:
+                return None
+        if _tensor(x, 2) is None or x.type.shape[0] != tokens:
+            return None
+        return x
+
     # -- a group of terms: one MoE block -----------------------------------------------------
     def plan(self, group: list[_Term], root: Operation) -> list[_Expert] | None:
         """The experts of ``group`` (in the group's order) when the group is one complete MoE
         block that can be rewritten, else None."""
-        n = len(group)
-        if sorted(t.mask.expert for t in group) != list(range(n)):
-            return None      # an expert missing or twice
-        if any(t.mask.width not in (None, n) for t in group):
-            return None
-        ids, weights = group[0].mask.ids, group[0].mask.weights
-        top = self.top_level(ids)
-        if (top is None or top.name != "sc.topk" or ids is not top.results[1]
-                or _axis(top.attrs["axis"], 2) != 1 or _tensor(top.operands[0], 2) is None):
-            return None      # ids must be distinct per row: sc.topk indices over the last axis
-        if not isinstance(top.operands[0].type.shape[1], int) or top.operands[0].type.shape[1] > n:
-            return None
-        k = ids.type.shape[1]
-        if not isinstance(k, int) or k < 1 or weights.type.shape != ids.type.shape:
+        if not self.routing_ok([t.mask for t in group]):
             return None
         if any(len(t.value.uses) != 1 for t in group if t.value is not root.result):
             return None      # a masked term used elsewhere keeps the dense expert alive
@@ -540,6 +853,24 @@ class _FunctionRewrite:
             self._failed.add(key)
             return None
         return experts
+
+    def routing_ok(self, masks: list[_Mask]) -> bool:
+        """The masks (of one ``ids``/``weights``) cover experts ``0..E-1`` once each, and ``ids``
+        are ``sc.topk`` indices over ``E' <= E`` scores, ``weights`` ``[T, k]`` like them."""
+        n = len(masks)
+        if sorted(m.expert for m in masks) != list(range(n)):
+            return False     # an expert missing or twice
+        if any(m.width not in (None, n) for m in masks):
+            return False
+        ids, weights = masks[0].ids, masks[0].weights
+        top = self.top_level(ids)
+        if (top is None or top.name != "sc.topk" or ids is not top.results[1]
+                or _axis(top.attrs["axis"], 2) != 1 or _tensor(top.operands[0], 2) is None):
+            return False     # ids must be distinct per row: sc.topk indices over the last axis
+        if not isinstance(top.operands[0].type.shape[1], int) or top.operands[0].type.shape[1] > n:
+            return False
+        k = ids.type.shape[1]
+        return isinstance(k, int) and k >= 1 and weights.type.shape == ids.type.shape
 
     def expert(self, y: Value, tokens) -> _Expert | None:
         """The ops computing ``y`` that nothing else uses, as an expert template, or None."""
@@ -648,11 +979,10 @@ class _FunctionRewrite:
         return True
 
     # -- emission ------------------------------------------------------------------------------
-    def emit(self, b: Builder, root: Operation, terms: list[_Term], experts: list[_Expert]) -> Value:
-        """The dispatch chain for one block (terms and experts ordered by expert index)."""
-        loc = root.loc
-        E = len(terms)
-        ids, weights = terms[0].mask.ids, terms[0].mask.weights
+    def emit(self, b: Builder, loc, ids: Value, weights: Value, tokens, experts: list[_Expert]) -> Value:
+        """The dispatch chain for one block (experts ordered by expert index; ``[tokens, *]``
+        inputs of the experts are permuted)."""
+        E = len(experts)
         k = ids.type.shape[1]
         order, offsets = b.create("sc.moe_dispatch", [ids], {"num_experts": E}, loc=loc).results
         tpl = experts[0]
@@ -682,7 +1012,7 @@ class _FunctionRewrite:
             if ref[0] == "leaf":
                 v = tpl.leaves[ref[1]]
                 t = v.type
-                if len(t.shape) == 2 and t.shape[0] == terms[0].value.type.shape[0]:
+                if len(t.shape) == 2 and t.shape[0] == tokens:
                     if id(v) not in permuted:
                         permuted[id(v)] = b.create("sc.moe_permute", [v, order], {"top_k": k}, loc=loc).result
                     return permuted[id(v)]

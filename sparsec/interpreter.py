@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import InterpretError
 from .ir import Block, Graph, Operation, TensorType, as_dtype
-from .ir.types import QuantType, bound_dims, current_dim_bindings, dim_symbols, eval_dim
+from .ir.types import QuantType, bind_dim, bound_dims, current_dim_bindings, dim_symbols, eval_dim
 
 
 def _bind_inputs(fn, arrays) -> dict[str, int]:
@@ -56,6 +56,14 @@ def run_op(op: Operation, env, weights) -> tuple:
             raise InterpretError(f"{op.describe()}: no weight named {name!r} in the weight store "
                                  f"(pass weights=... or load the model's weights)")
         w = weights[name]
+        t = op.result.type
+        if isinstance(t, QuantType) != hasattr(w, "fmt") or (isinstance(t, QuantType) and (
+                w.fmt != t.format or tuple(w.shape) != t.shape)):
+            # a quantized param must hold a QuantizedTensor of its format and shape (its
+            # reference value is the dequantized array: consumers call np.asarray on it)
+            held = (f"a {w.fmt} weight {list(w.shape)}" if hasattr(w, "fmt")
+                    else f"an array {list(np.shape(w))} {getattr(w, 'dtype', '')}")
+            raise InterpretError(f"{op.describe()}: declared {t} but the weight store holds {held}")
         return (w,)
     opdef = op.opdef
     if opdef is None or opdef.reference is None:
@@ -73,6 +81,10 @@ def run_op(op: Operation, env, weights) -> tuple:
         raise InterpretError(f"{op.describe()} failed on inputs ({shapes}): {type(e).__name__}: {e}") from e
     if len(outs) != len(op.results):
         raise InterpretError(f"{op.describe()}: reference returned {len(outs)} values for {len(op.results)} results")
+    if "defines_dim" in opdef.traits and outs:
+        # the op defines a data-dependent dim (sc.nonzero's size): bind it to what this run got,
+        # so its results and every later op are checked against the actual count
+        bind_dim(op.attrs["size"], np.shape(outs[0])[0] if np.ndim(outs[0]) else 0)
     fixed = []
     for r, o in zip(op.results, outs):
         o = np.asarray(o)
@@ -90,8 +102,6 @@ def run_op(op: Operation, env, weights) -> tuple:
                     if want != n:
                         raise InterpretError(f"{op.describe()}: result {r.index} has shape {o.shape}, but its type "
                                              f"{t.pretty()} gives dim {j} = {want} in this run")
-        elif isinstance(t, QuantType):
-            pass
         fixed.append(o)
     return tuple(fixed)
 

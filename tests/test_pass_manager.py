@@ -273,15 +273,21 @@ from sparsec.passes import PIPELINES  # noqa: E402
 _BUILTIN = sorted(PASSES)
 
 
+#: passes that change results by design, checked here in the configuration that keeps meaning
+#: (their own tests check the lossy rewrite against its specification)
+_EXACT = {"activation-sparsity": "activation-sparsity{target=0}",
+          "quantize": "quantize{skip=*}"}  # (every weight skipped; tests/test_pass_quantize.py bounds the error)
+
+
 @pytest.mark.parametrize("name", _BUILTIN + ["default"])
 def test_every_registered_pass_keeps_meaning(name):
-    sc.testing.check_pass(name, examples=200)
+    sc.testing.check_pass(_EXACT.get(name, name), examples=200)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", _BUILTIN + ["default", "cse,default,canonicalize"])
 def test_every_registered_pass_keeps_meaning_thorough(name):
-    sc.testing.check_pass(name, examples=1000, max_ops=12)
+    sc.testing.check_pass(_EXACT.get(name, name), examples=1000, max_ops=12)
 
 
 def test_default_pipeline_with_and_without_canonicalize_on_models():

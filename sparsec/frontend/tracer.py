@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import TraceError, VerifyError
 from ..ir import Builder, DType, Function, Graph, TensorType, Value, as_dtype
-from ..ir.types import canon_dim
+from ..ir.types import canon_dim, dim_symbols
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _current: contextvars.ContextVar["Tracer | None"] = contextvars.ContextVar("sparsec_tracer", default=None)
@@ -115,6 +115,17 @@ class Tracer:
         self.param_names = dict(param_names or {})
         self.param_values: dict[int, Value] = {}
         self.constants: dict[tuple, Value] = {}
+        self.symbols: set[str] = set()   # symbolic dims defined by ops (sc.nonzero's ``size``)
+
+    def fresh_symbol(self, prefix: str) -> str:
+        """A symbolic dim name ``<prefix><i>`` used by no function input and no earlier op."""
+        used = {s for a in self.function.args if isinstance(a.type, TensorType)
+                for d in a.type.shape for s in dim_symbols(d)} | self.symbols
+        i = 0
+        while f"{prefix}{i}" in used:
+            i += 1
+        self.symbols.add(f"{prefix}{i}")
+        return f"{prefix}{i}"
 
     def param(self, p: Parameter) -> Value:
         key = id(p)

@@ -120,6 +120,14 @@ def current_dim_bindings() -> Mapping[str, int]:
     return _DIM_BINDINGS.get() or {}
 
 
+def bind_dim(name: str, size: int) -> None:
+    """Bind a symbol an op defines while the run goes on (``sc.nonzero``'s data-dependent
+    ``size``), so the shapes of the ops after it are known; a no-op outside a run."""
+    b = _DIM_BINDINGS.get()
+    if b is not None:
+        b[name] = int(size)
+
+
 class Type:
     """Base of IR types."""
 

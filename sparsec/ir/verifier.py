@@ -11,7 +11,7 @@ from ..errors import VerifyError
 from .builder import infer_result_types
 from .core import Block, Graph, Operation
 from .dtypes import as_dtype
-from .types import QuantType, TensorType
+from .types import QuantType, TensorType, dim_symbols
 
 TERMINATORS = ("func.return", "sc.yield")
 
@@ -87,6 +87,26 @@ def verify_op(fn: str, op: Operation, defined: set[int]) -> None:
         verify_block(fn, region.block, set(defined), "sc.yield")
 
 
+def verify_defined_dims(f) -> None:
+    """Ops that define a symbolic dim (trait ``defines_dim``: ``sc.nonzero``'s data-dependent
+    ``size``) must each name a fresh symbol: not a dim of an input, not one another op defines
+    (two ops defining one symbol would claim that their results have equal lengths)."""
+    used = {s for a in f.args if isinstance(a.type, TensorType) for d in a.type.shape for s in dim_symbols(d)}
+    defined: set[str] = set()
+    for op in f.walk():
+        d = op.opdef
+        if d is None or "defines_dim" not in d.traits:
+            continue
+        size = op.attrs.get("size")
+        if size in used:
+            raise _fail(f.name, op, f"size {size!r} is a dim of a function input; a data-dependent size "
+                                    f"needs a symbol of its own")
+        if size in defined:
+            raise _fail(f.name, op, f"size {size!r} is defined by another op too; each data-dependent size "
+                                    f"needs a symbol of its own")
+        defined.add(size)
+
+
 def verify(g: Graph) -> Graph:
     """Check every function of ``g``; raises ``VerifyError``, returns ``g`` when sound."""
     params: dict[str, tuple] = {}
@@ -95,6 +115,7 @@ def verify(g: Graph) -> Graph:
             if not isinstance(a.type, (TensorType, QuantType)):
                 raise VerifyError(f"@{f.name}: argument {i} has non-tensor type {a.type}")
         verify_block(f.name, f.body, set(), "func.return")
+        verify_defined_dims(f)
         for op in f.walk():
             if op.name == "sc.param":
                 name, t = op.attrs["name"], op.result.type
@@ -103,7 +124,16 @@ def verify(g: Graph) -> Graph:
                 params[name] = (t, op)
     for name, (t, op) in params.items():
         w = g.weights.get(name)
-        if w is None or not isinstance(t, TensorType):
+        if w is None:
+            continue
+        if isinstance(t, QuantType) or hasattr(w, "fmt"):  # a quantized type / QuantizedTensor weight
+            held = (f"a {w.fmt} weight of shape {tuple(w.shape)}" if hasattr(w, "fmt")
+                    else f"an unquantized {np.dtype(w.dtype).name} array of shape {tuple(w.shape)}")
+            if not (isinstance(t, QuantType) and hasattr(w, "fmt") and w.fmt == t.format
+                    and tuple(w.shape) == t.shape):
+                raise VerifyError(f"param {name!r}: the IR declares {t} but the weight store holds {held}")
+            continue
+        if not isinstance(t, TensorType):
             continue
         if tuple(w.shape) != t.shape or as_dtype(w.dtype) != t.dtype:
             raise VerifyError(f"param {name!r}: the IR declares {t} but the weight store holds "

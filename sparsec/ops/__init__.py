@@ -3,7 +3,7 @@ NumPy-like function API (``sc.ops.softmax(x)``) that records those ops.
 
 Each module declares one family of ops and the functions that emit them:
 core (param, constant, cast, iota), elementwise, shape, reduce, linalg, index, nn (norms,
-rotary, attention), moe (routing and dispatch).
+rotary, attention), moe (routing and dispatch), dynamic (nonzero: a data-dependent size).
 """
 from ..ir.opdef import REGISTRY, get_opdef  # noqa: F401
 from .core import *  # noqa: F401,F403
@@ -15,3 +15,5 @@ from .index import *  # noqa: F401,F403
 from .nn import *  # noqa: F401,F403
 from .moe import *  # noqa: F401,F403
 from .fused import *  # noqa: F401,F403
+from .dynamic import *  # noqa: F401,F403
+from .sparsity import *  # noqa: F401,F403

@@ -266,7 +266,15 @@ def logical_not(x):
     return emit("sc.logical_not", as_tensor(x))
 
 
-def where(cond, a, b):
-    """``a`` where ``cond`` else ``b`` (scalars allowed for a or b)."""
+def where(cond, a=None, b=None):
+    """``a`` where ``cond`` else ``b`` (scalars allowed for a or b). With ``cond`` alone it is
+    ``sc.ops.nonzero(cond)`` (as ``np.where`` / ``torch.where``): a tuple of index vectors."""
+    if a is None and b is None:
+        from .dynamic import nonzero
+        return nonzero(cond)
+    if a is None or b is None:
+        from ..errors import TraceError
+        from ..frontend.tracer import _user_line
+        raise TraceError(f"where: give both a and b, or neither (then it is nonzero(cond))\n  at {_user_line()}")
     a, b = _pair(a, b)
     return emit("sc.where", as_tensor(cond), a, b)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import TraceError
 from ..frontend.tracer import Parameter, Tensor, _user_line, as_tensor, emit
-from ..ir import Dims, Int, Ints, TensorType, dim_div, dim_prod, register
+from ..ir import Dims, Int, Ints, TensorType, broadcast_shapes, dim_div, dim_prod, register
 from ..ir.types import _split, current_dim_bindings, eval_dim
 from ._util import norm_axis, norm_axes, tensor
 
@@ -406,9 +406,15 @@ def _is_int(i) -> bool:
 
 
 def getitem(x, idx):
-    """``x[idx]`` with NumPy basic indexing: ints, slices (with steps), ``None``, ``...``, plus one
-    integer index array (an ``sc.Tensor``, a NumPy array or a list) that gathers along its axis
-    with ``sc.take``. Boolean masks are data dependent and cannot be traced."""
+    """``x[idx]`` with NumPy basic indexing: ints, slices (with steps), ``None``, ``...``, plus
+    integer index arrays (``sc.Tensor``, NumPy arrays or lists). One index array gathers along its
+    axis with ``sc.take``. Several (NumPy advanced indexing: ``w[tok, slot]``) broadcast together;
+    their axes are merged by ``sc.reshape`` (moved to the front first by ``sc.transpose`` when they
+    are not adjacent, where NumPy puts the result dims too) and gathered with one ``sc.take`` of
+    the flat index ``i0 * n1 * n2 + i1 * n2 + i2`` (the indexed dims after the first must be static).
+    With several arrays only that flat index is range-checked: an index past its own axis reads a
+    later row instead of raising. Boolean masks are data dependent and cannot be traced
+    (``sc.ops.nonzero(mask)`` gives their indices)."""
     x = as_tensor(x)
     items = list(idx) if isinstance(idx, tuple) else [idx]
 
@@ -433,8 +439,6 @@ def getitem(x, idx):
     if builtins.sum(1 for it in items if it is Ellipsis) > 1:
         fail("an index can only have a single ellipsis ('...')")
     tensors = [it for it in items if isinstance(it, Tensor)]
-    if len(tensors) > 1:
-        fail("at most one index tensor is supported")
     if tensors and any(_is_int(it) for it in items):
         fail("an index tensor cannot be combined with integer indices (use x[i][idx])")
     used = builtins.sum(1 for it in items if it is not None and it is not Ellipsis)
@@ -446,13 +450,13 @@ def getitem(x, idx):
     else:
         items += [builtins.slice(None)] * (x.ndim - used)
 
-    y, axis, gather, drop = x, 0, None, []
+    y, axis, gather, drop = x, 0, [], []
     for it in items:
         if it is None:
             y = expand_dims(y, axis)
             axis += 1
         elif isinstance(it, Tensor):
-            gather = (axis, it)
+            gather.append((axis, it))
             axis += 1
         elif isinstance(it, builtins.slice):
             if it.step == 0:
@@ -493,8 +497,39 @@ def getitem(x, idx):
             axis += 1
     if drop:
         y = squeeze(y, tuple(drop))
-    if gather is not None:
-        from .index import take
-        g_axis = gather[0] - builtins.sum(1 for d in drop if d < gather[0])
-        y = take(y, gather[1], axis=g_axis)
+    from .index import take
+    if len(gather) == 1:
+        g_axis = gather[0][0] - builtins.sum(1 for d in drop if d < gather[0][0])
+        y = take(y, gather[0][1], axis=g_axis)
+    elif gather:  # (no int indices here: they are refused together with index tensors)
+        y = _gather_many(y, [a for a, _ in gather], [t for _, t in gather], fail)
     return y
+
+
+def _gather_many(y, axes: list, indices: list, fail):
+    """``y[..., i0, i1, ...]`` (NumPy advanced indexing) for index tensors on ``axes`` of ``y``:
+    one ``sc.take`` of the flat index over the merged axes."""
+    from .core import cast
+    from .elementwise import add, mul
+    from .index import take
+    try:
+        shape = broadcast_shapes(*(t.shape for t in indices))
+    except ValueError as e:
+        fail(f"index arrays do not broadcast together: {e}")
+    indices = [broadcast_to(cast(t, "int64"), shape) if t.shape != shape else cast(t, "int64") for t in indices]
+    m = len(axes)
+    if axes != list(range(axes[0], axes[0] + m)):  # not adjacent: NumPy puts the result dims first
+        y = transpose(y, axes + [a for a in range(y.ndim) if a not in axes])
+        axes = list(range(m))
+    a0 = axes[0]
+    flat = None
+    for j, t in enumerate(indices):
+        stride = 1
+        for a in axes[j + 1:]:
+            if not isinstance(y.shape[a], int):
+                fail(f"with several index arrays the indexed dims after the first must be static, "
+                     f"dim {a} is {y.shape[a]!r}")
+            stride *= y.shape[a]
+        term = t if j == m - 1 else mul(t, stride)
+        flat = term if flat is None else add(flat, term)
+    return take(flatten(y, a0, a0 + m - 1), flat, axis=a0)

@@ -14,9 +14,13 @@ TOLERANCES = {"f64": (1e-9, 1e-9), "f32": (1e-5, 1e-5), "f16": (2e-3, 2e-3), "bf
 
 
 def clone(graph: Graph) -> Graph:
-    """An independent copy of ``graph`` (through its text form), sharing the weight arrays."""
+    """An independent copy of ``graph`` (through its text form), sharing the weight arrays and
+    keeping each op's source line (``op.loc``, which the text does not hold) for error messages."""
     g = parse(str(graph))
     g.weights = dict(graph.weights)
+    for a, b in zip(graph.walk(), g.walk()):  # the text keeps the ops and their order
+        if a.name == b.name:
+            b.loc = a.loc
     return g
 
 

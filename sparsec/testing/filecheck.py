@@ -100,7 +100,7 @@ def filecheck(output: str, checks: list[Check], name: str = "<checks>") -> None:
 
 def run_golden(path: str) -> str:
     """Run the pipeline of the golden file ``path`` on its IR and check the output; returns it."""
-    from ..fileio import read_ir
+    from ..fileio import read_model_ir
     from ..passes import PassManager
     with open(path, encoding="utf-8") as f:
         text = f.read()
@@ -109,7 +109,7 @@ def run_golden(path: str) -> str:
         raise FileCheckError(f"{path}: no '// RUN: <pipeline>' line")
     if not checks:
         raise FileCheckError(f"{path}: no CHECK lines (a golden test must check something)")
-    g = read_ir(path)
+    g = read_model_ir(path)  # with the sibling .safetensors weights, where a pass needs them
     out = str(PassManager.parse(run).run(g))
     filecheck(out, checks, path)
     return out

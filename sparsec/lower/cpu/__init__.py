@@ -42,6 +42,18 @@ class Kernel:
     info: dict = field(default_factory=dict)
 
 
+#: ops the CPU target does not lower, and why: ``lower_op`` raises a ``LoweringError`` naming the op,
+#: the user's line and this reason (tests check that these ops indeed have no rule)
+NOT_LOWERED: dict[str, str] = {
+    "sc.nonzero": "its results have a data-dependent length, which the CPU runtime cannot plan memory for. "
+                  "It comes from a per-expert 'index the tokens routed to me' loop (Hugging Face MoE: "
+                  "nonzero(ids == e) / x[tok] / index_add); the sparse-activation pass, in the default "
+                  "pipeline, rewrites that loop into top-k dispatch (sc.moe_dispatch ... sc.moe_combine) "
+                  "when it recognizes it; here the pass did not run or did not recognize the loop (the "
+                  "forms it recognizes are listed in passes/sparse_activation.py)",
+}
+
+
 def cpu_lowering(*names: str):
     """Decorator registering ``rule(op) -> Kernel`` as the CPU lowering of the ops ``names``."""
     def deco(rule):
@@ -65,6 +77,8 @@ def lower_op(op: Operation) -> Kernel:
     """The CPU kernel for ``op`` (``LoweringError`` naming the op if it has no rule or the rule
     refuses its types)."""
     d = op.opdef
+    if op.name in NOT_LOWERED:
+        raise LoweringError(f"{op.describe()}: cannot be lowered to the CPU target: {NOT_LOWERED[op.name]}")
     if d is None or TARGET not in d.lowerings:
         raise LoweringError(f"{op.describe()}: no CPU lowering")
     k = d.lowerings[TARGET](op)
@@ -122,3 +136,4 @@ run_naive.last_kernels = []
 
 # rule modules register themselves on import
 from . import attention, cache, elementwise, index, linalg, moe, nn, reduce, shape  # noqa: E402,F401
+from . import sparsity  # noqa: E402,F401
