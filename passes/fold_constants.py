@@ -164,12 +164,30 @@ class FoldConstants(Pass):
             new = b.create("sc.constant", [], {"value": array}, loc=op.loc, result_hints=[value.name_hint])
             stats["constants created"] += 1
         else:
-            name = self._weight_name(graph, k, value.name_hint)
-            graph.weights[name] = array
+            name = self._same_weight(graph, k, value.name_hint, array)
+            if name is None:
+                name = self._weight_name(graph, k, value.name_hint)
+                graph.weights[name] = array
+            else:
+                stats["weights shared"] += 1
             new = b.create("sc.param", [], {"name": name}, result_types=[value.type], loc=op.loc,
                            result_hints=[name])
             stats["weights created"] += 1
         value.replace_all_uses_with(new.result)
+
+    @staticmethod
+    def _same_weight(graph, k: _Known, hint: str | None, array: np.ndarray) -> str | None:
+        """The name of an existing weight equal to ``array`` under the name this value would get
+        (another function of the graph folded the same stack: ``main`` and ``decode`` of a causal
+        LM), so the weight is stored once."""
+        base = ".".join((k.source or "constant", *(k.suffixes if len(k.suffixes) <= _MAX_NAME_SUFFIXES
+                                                    else ("folded",))))
+        for name in (hint, base):
+            w = graph.weights.get(name) if name else None
+            if (isinstance(w, np.ndarray) and w.shape == array.shape and w.dtype == array.dtype
+                    and np.array_equal(w, array)):
+                return name
+        return None
 
     @staticmethod
     def _weight_name(graph, k: _Known, hint: str | None = None) -> str:

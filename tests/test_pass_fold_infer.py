@@ -280,3 +280,18 @@ def test_unknown_symbol_names_it():
         InferShapes(bind="tokens=2,seq=3").run(g, Statistics())
     with pytest.raises(PassFailure, match="'seq', which is not a symbolic dim"):
         PassManager.parse('infer-shapes{bind="seq=3"}').run(g)
+
+
+def test_functions_folding_the_same_stack_share_one_weight():
+    """main and decode of a causal MoE LM fold the same expert stacks: stored once, both read it."""
+    lm = sc.nn.CausalLM(vocab=32, hidden=16, layers=1, heads=2, ffn=24, seed=0,
+                        mlp=lambda i: sc.nn.MoE(hidden=16, ffn=16, num_experts=4, top_k=2, seed=i))
+    cm = sc.compile(lm, sc.TensorSpec((1, "seq"), "int64"), progress=False)
+    stacks = [n for n in cm.graph.weights if "experts" in n]
+    assert sorted(stacks) == [f"model.layers.0.mlp.experts.{p}.weight" for p in ("down_proj", "gate_proj", "up_proj")]
+    for fn in cm.graph.functions.values():
+        read = {op.attrs["name"] for op in fn.walk() if op.name == "sc.param"}
+        assert set(stacks) <= read, fn.name
+    ids = np.array([[1, 2, 3]])
+    (logits,) = sc.interpret(sc.trace(lm, sc.TensorSpec((1, "seq"), "int64")), ids)
+    np.testing.assert_allclose(cm(ids), logits, atol=1e-4)
