@@ -784,7 +784,19 @@ class _FunctionRewrite:
         if op is None or op.name != "sc.add":
             return False
         a, b = op.operands
-        return (b is slot and self.scaled(a, tok, k)) or (a is slot and self.scaled(b, tok, k))
+        return (self.is_slot(b, slot, k) and self.scaled(a, tok, k)) or \
+            (self.is_slot(a, slot, k) and self.scaled(b, tok, k))
+
+    def is_slot(self, v: Value, slot: Value, k: int) -> bool:
+        """``v`` is ``slot``, or ``take(arange(k), slot)`` (the tracer's range check of a second
+        index: the same values, or an IndexError)."""
+        if v is slot:
+            return True
+        op = self.top_level(v)
+        if op is None or op.name != "sc.take" or op.operands[1] is not slot or _axis(op.attrs["axis"], 1) != 0:
+            return False
+        table = _const_array(op.operands[0])
+        return table is not None and table.shape == (k,) and np.array_equal(table, np.arange(k))
 
     def scaled(self, v: Value, tok: Value, k: int) -> bool:
         if v is tok:

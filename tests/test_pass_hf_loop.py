@@ -158,6 +158,25 @@ def test_getitem_with_several_index_tensors_matches_numpy(index):
     np.testing.assert_array_equal(got, numpy())
 
 
+@pytest.mark.parametrize("bad", ["second", "first"])
+def test_getitem_with_several_index_tensors_checks_each_axis(bad):
+    """x[i, j] with j past its axis raises as NumPy does (the flat index alone would read the next
+    row), in the interpreter and compiled."""
+    x = RNG.standard_normal((5, 3)).astype(np.float32)
+    i, j = np.array([1, 2], np.int64), np.array([0, 2], np.int64)
+    if bad == "second":
+        j = np.array([0, 3], np.int64)   # (1, 3) flattens to 6, a valid element of another row
+    else:
+        i = np.array([5, 0], np.int64)
+    g = sc.trace(lambda x, i, j: x[i, j], sc.TensorSpec((5, 3)), sc.TensorSpec((2,), "int64"),
+                 sc.TensorSpec((2,), "int64"))
+    with pytest.raises(Exception, match=r"test_pass_hf_loop.py:\d+.*index \d+ is out of range"):
+        sc.interpret(g, x, i, j)
+    cm = sc.compile(g, progress=False)
+    with pytest.raises(Exception, match=r"out of range"):
+        cm(x, i, j)
+
+
 def test_getitem_with_several_index_tensors_needs_static_inner_dims():
     with pytest.raises(sc.TraceError, match="must be static"):
         sc.trace(lambda x, i: x[i, i], sc.TensorSpec((3, "s")), sc.TensorSpec((2,), "int64"))

@@ -411,9 +411,9 @@ def getitem(x, idx):
     axis with ``sc.take``. Several (NumPy advanced indexing: ``w[tok, slot]``) broadcast together;
     their axes are merged by ``sc.reshape`` (moved to the front first by ``sc.transpose`` when they
     are not adjacent, where NumPy puts the result dims too) and gathered with one ``sc.take`` of
-    the flat index ``i0 * n1 * n2 + i1 * n2 + i2`` (the indexed dims after the first must be static).
-    With several arrays only that flat index is range-checked: an index past its own axis reads a
-    later row instead of raising. Boolean masks are data dependent and cannot be traced
+    the flat index ``i0 * n1 * n2 + i1 * n2 + i2`` (the indexed dims after the first must be static;
+    each index after the first is range-checked by ``take(arange(n_j), i_j)``, so an index past its
+    axis raises instead of reading another row). Boolean masks are data dependent and cannot be traced
     (``sc.ops.nonzero(mask)`` gives their indices)."""
     x = as_tensor(x)
     items = list(idx) if isinstance(idx, tuple) else [idx]
@@ -508,8 +508,9 @@ def getitem(x, idx):
 
 def _gather_many(y, axes: list, indices: list, fail):
     """``y[..., i0, i1, ...]`` (NumPy advanced indexing) for index tensors on ``axes`` of ``y``:
-    one ``sc.take`` of the flat index over the merged axes."""
-    from .core import cast
+    one ``sc.take`` of the flat index over the merged axes (every index after the first passes
+    through ``take(arange(n), i)`` first, so an index past its own axis raises as NumPy does)."""
+    from .core import cast, constant
     from .elementwise import add, mul
     from .index import take
     try:
@@ -530,6 +531,8 @@ def _gather_many(y, axes: list, indices: list, fail):
                 fail(f"with several index arrays the indexed dims after the first must be static, "
                      f"dim {a} is {y.shape[a]!r}")
             stride *= y.shape[a]
+        if j:  # range check of its own axis: take(arange(n), t) is t, or an IndexError naming n
+            t = take(constant(np.arange(y.shape[axes[j]], dtype=np.int64)), t, axis=0)
         term = t if j == m - 1 else mul(t, stride)
         flat = term if flat is None else add(flat, term)
     return take(flatten(y, a0, a0 + m - 1), flat, axis=a0)
