@@ -30,9 +30,9 @@ sigmoid with group limits, score bias and ``routed_scaling_factor``, shared expe
 sum). The dense experts, masks and the ``[T, E]`` matrix (or the loop's ``sc.nonzero``, gathers
 and ``sc.index_add`` chain) are erased when nothing else uses them.
 
-With ``gated=true`` the pattern ``act(gm(h, Wg)) * gm(h, Wu)`` (act one of silu, gelu,
-gelu_tanh, relu) is emitted as one ``sc.moe_gated_grouped_matmul`` (the expert-fusion pass's
-job otherwise). Statistics: ``moe blocks rewritten``, ``experts sparsified`` (E per block).
+Each expert linear becomes its own ``sc.grouped_matmul``; fusing the gate and up products into
+one ``sc.moe_gated_grouped_matmul`` is the ``expert-fusion`` pass's job (next in the default
+pipeline). Statistics: ``moe blocks rewritten``, ``experts sparsified`` (E per block).
 
 What is recognized
 ------------------
@@ -138,10 +138,7 @@ import numpy as np
 
 from ..ir import Block, Builder, Operation, OpResult, TensorType, Value, dim_mul
 from ..ir.attributes import format_attr
-from .registry import Pass, Statistics, option, register_pass
-
-#: elementwise op -> the activation name of ``sc.moe_gated_grouped_matmul``
-_GATED_ACTIVATIONS = {"sc.silu": "silu", "sc.gelu": "gelu", "sc.gelu_tanh": "gelu_tanh", "sc.relu": "relu"}
+from .registry import Pass, Statistics, register_pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,9 +301,9 @@ class _Expert:
 class _FunctionRewrite:
     """The pass over one function: find the dense sums and rewrite them."""
 
-    def __init__(self, fn, stats: Statistics, gated: bool):
+    def __init__(self, fn, stats: Statistics):
         self.block: Block = fn.body
-        self.stats, self.gated = stats, gated
+        self.stats = stats
         self._pos: dict[int, int] | None = None
         self._failed: set[tuple] = set()   # groups whose experts did not match (by term ids)
         # the block list is rebuilt once at the end (inserting or erasing ops one by one costs a
@@ -998,10 +995,6 @@ class _FunctionRewrite:
         k = ids.type.shape[1]
         order, offsets = b.create("sc.moe_dispatch", [ids], {"num_experts": E}, loc=loc).results
         tpl = experts[0]
-        uses: dict[tuple, int] = {}
-        for node in tpl.nodes:
-            for r in node.refs:
-                uses[r] = uses.get(r, 0) + 1
         done: dict[tuple, Value] = {}
         stacks: dict[int, Value] = {}
         permuted: dict[int, Value] = {}
@@ -1032,12 +1025,7 @@ class _FunctionRewrite:
             if ref in done:
                 return done[ref]
             node = tpl.nodes[ref[1]]
-            gated = self.gated_parts(tpl, node, uses) if self.gated else None
-            if gated is not None:
-                h, wg, wu, act = gated
-                out = b.create("sc.moe_gated_grouped_matmul", [value(h), stacked(wg), stacked(wu), offsets],
-                               {"activation": act}, loc=node.op.loc).result
-            elif node.kind == "linear":
+            if node.kind == "linear":
                 out = b.create("sc.grouped_matmul", [value(node.refs[0]), stacked(node.refs[1][1]), offsets],
                                loc=node.op.loc).result
             else:
@@ -1048,30 +1036,6 @@ class _FunctionRewrite:
 
         y = value(("node", len(tpl.nodes) - 1))
         return b.create("sc.moe_combine", [y, order, weights], loc=loc).result
-
-    @staticmethod
-    def gated_parts(tpl: _Expert, node: _Node, uses: dict) -> tuple | None:
-        """``(h, gate slot, up slot, activation)`` when ``node`` is ``act(h @ Wg.T) * (h @ Wu.T)``
-        and the three inner values are used by it only."""
-        if node.op.name != "sc.mul" or node.kind != "elementwise":
-            return None
-        a, b = node.refs
-        for ra, ru in ((a, b), (b, a)):
-            if ra[0] != "node" or ru[0] != "node" or uses.get(ra) != 1 or uses.get(ru) != 1:
-                continue
-            act, up = tpl.nodes[ra[1]], tpl.nodes[ru[1]]
-            if act.op.name not in _GATED_ACTIVATIONS or up.kind != "linear":
-                continue
-            rg = act.refs[0]
-            if rg[0] != "node" or uses.get(rg) != 1:
-                continue
-            gate = tpl.nodes[rg[1]]
-            if gate.kind != "linear" or gate.refs[0] != up.refs[0]:
-                continue
-            if gate.op.result.type != up.op.result.type or act.op.result.type != node.op.result.type:
-                continue
-            return gate.refs[0], gate.refs[1][1], up.refs[1][1], _GATED_ACTIVATIONS[act.op.name]
-        return None
 
 
 def _stacked_name(ws: list[Value]) -> str | None:
@@ -1092,8 +1056,6 @@ def _stacked_name(ws: list[Value]) -> str | None:
 class SparseActivation(Pass):
     """rewrite a dense MoE (every expert on every token, masked by the routing weights) into top-k dispatch"""
     name = "sparse-activation"
-    gated: bool = option(False, doc="emit act(x@Wg)*(x@Wu) as one sc.moe_gated_grouped_matmul")
-
     def run(self, graph, stats: Statistics) -> None:
         for fn in graph.functions.values():
-            _FunctionRewrite(fn, stats, self.gated).run()
+            _FunctionRewrite(fn, stats).run()

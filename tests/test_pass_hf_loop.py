@@ -535,10 +535,11 @@ def test_rewritten_loop_round_trips_and_pass_is_idempotent():
     assert_untouched(g2)
 
 
-def test_gated_option_on_a_loop():
+def test_loop_then_expert_fusion():
     g = hf_moe(4, 2, mask="one_hot_deepseek", router="sigmoid", seed=14)
-    g2, stats = sparsify(g, "sparse-activation{gated=true}")
-    assert stats == {"moe blocks rewritten": 1, "experts sparsified": 4}
+    g2, stats = sparsify(g, "sparse-activation,expert-fusion")
+    assert stats == {"moe blocks rewritten": 1, "experts sparsified": 4, "gate/up matmuls fused": 1,
+                     "expert matmuls fused": 8}
     assert names(g2).count("sc.moe_gated_grouped_matmul") == 1
     assert_equivalent(g, g2, inputs=tokens(np.random.default_rng(14), (1, 7)))
 

@@ -1,5 +1,5 @@
-// RUN: sparse-activation{gated=true}
-// Per-expert masks where(ids == e, w, 0).sum(-1) of a sigmoid router; with gated=true the
+// RUN: sparse-activation,expert-fusion
+// Per-expert masks where(ids == e, w, 0).sum(-1) of a sigmoid router; with expert-fusion after it the
 // silu(gate) * up half of each SwiGLU expert is one sc.moe_gated_grouped_matmul.
 // CHECK-NOT: "sc.equal"
 // CHECK: %4:2 = "sc.moe_dispatch"(%2#1) {num_experts = 2 : i64}
