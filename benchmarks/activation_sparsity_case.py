@@ -15,10 +15,11 @@ from __future__ import annotations
 import os
 import sys
 
-if __name__ == "__main__" and (os.environ.get("OPENBLAS_CORETYPE") or os.environ.get("OPENBLAS_L2_SIZE")):
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    env["SPARSEC_BENCH_UNSET_OPENBLAS"] = "1"
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import reexec_without_openblas_overrides, row as common_row  # noqa: E402
+
+if __name__ == "__main__":
+    reexec_without_openblas_overrides()
 
 import numpy as np  # noqa: E402
 
@@ -29,25 +30,10 @@ from sparsec.passes.activation_sparsity import measure_sparsity  # noqa: E402
 ROTATE = 4
 
 
-def _row(case, impl, med, best, ref_med=None, nbytes=None, flops=None, limits=None, note=""):
-    """The row format of benchmarks/bench.py (used when no ``row`` is passed in)."""
-    r = {"case": case, "impl": impl, "ms": med * 1e3, "min_ms": best * 1e3,
-         "ratio": (med / ref_med) if ref_med else None, "note": note}
-    if nbytes is not None:
-        r["GB/s"] = nbytes / med / 1e9
-        if limits:
-            r["%bw"] = 100 * r["GB/s"] / limits["bandwidth"]
-    if flops is not None:
-        r["GFLOP/s"] = flops / med / 1e9
-        if limits:
-            r["%peak"] = 100 * r["GFLOP/s"] / limits["sgemm"]
-    return r
-
-
 def bench_activation_sparsity(args, limits, row=None, target: float | None = None, tokens=(1, 16)):
     """Rows: per token count, the dense compiled MLP and the MLP after
     ``activation-sparsity{target=...}`` (default 0.5, or ``args.target``)."""
-    row = row or _row
+    row = row or common_row
     target = target if target is not None else getattr(args, "target", 0.5)
     hidden, ffn = 1024, 2816
     pipeline = f"default,activation-sparsity{{target={target}}}"

@@ -20,65 +20,20 @@ import os
 import sys
 import time
 
-if os.environ.get("OPENBLAS_CORETYPE") or os.environ.get("OPENBLAS_L2_SIZE"):
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    env["SPARSEC_BENCH_UNSET_OPENBLAS"] = "1"
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+from common import measure_limits, median_time, openblas_note, print_table, reexec_without_openblas_overrides, row
+
+reexec_without_openblas_overrides()
 
 import numpy as np  # noqa: E402
 
 import sparsec as sc  # noqa: E402
 
-ROWS: list[dict] = []
-
-
-from sparsec.benchmark import time_calls as median_time  # noqa: E402  (median, min) seconds
-
-
-# -- machine limits ----------------------------------------------------------------------------
-
-def measure_bandwidth(repeat: int) -> float:
-    """Read bandwidth in GB/s: a parallel sum over 512 MiB of float32 on all threads."""
-    import numba
-
-    @numba.njit(parallel=True, fastmath=True, cache=False)
-    def psum(a):
-        s = 0.0
-        for i in numba.prange(a.shape[0]):
-            s += a[i]
-        return s
-
-    a = np.ones(128 * 2**20, np.float32)
-    psum(a)
-    med, best = median_time(lambda: psum(a), repeat)
-    return a.nbytes / best / 1e9  # best, not median: the limit is what the machine can do
-
-
-def measure_sgemm(repeat: int) -> float:
-    """NumPy (OpenBLAS) sgemm GFLOP/s on 2048x2048 matrices: the dense peak we compare to."""
-    n = 2048
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    b = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
-    med, best = median_time(lambda: a @ b, repeat)
-    return 2 * n**3 / best / 1e9
+from activation_sparsity_case import bench_activation_sparsity  # noqa: E402
+from llamacpp_case import bench_llamacpp  # noqa: E402
+from quant_case import bench_quant_gemv, bench_quant_moe  # noqa: E402
 
 
 # -- cases ---------------------------------------------------------------------------------------
-
-def row(case, impl, med, best, ref_med=None, nbytes=None, flops=None, limits=None, note=""):
-    r = {"case": case, "impl": impl, "ms": med * 1e3, "min_ms": best * 1e3, "ratio": (med / ref_med) if ref_med else None,
-         "note": note}
-    if nbytes is not None:
-        r["GB/s"] = nbytes / med / 1e9
-        if limits:
-            r["%bw"] = 100 * r["GB/s"] / limits["bandwidth"]
-    if flops is not None:
-        r["GFLOP/s"] = flops / med / 1e9
-        if limits:
-            r["%peak"] = 100 * r["GFLOP/s"] / limits["sgemm"]
-    ROWS.append(r)
-    return r
-
 
 def torch_or_none():
     try:
@@ -351,20 +306,22 @@ def bench_demo(args, limits):
         note=f"{med / 16 * 1e3:.2f} ms/token")
 
 
-CASES = {"mlp": bench_mlp, "moe": bench_moe, "moe-finegrained": bench_moe_finegrained, "overhead": bench_overhead, "demo": bench_demo}
+def bench_sparsity(args, limits):
+    bench_activation_sparsity(args, limits, row=row)
 
 
-def print_table():
-    cols = ["case", "impl", "ms", "min_ms", "ratio", "GB/s", "%bw", "GFLOP/s", "%peak", "note"]
-    fmt = {"ms": "{:.3f}", "min_ms": "{:.3f}", "ratio": "{:.2f}x", "GB/s": "{:.1f}", "%bw": "{:.0f}%",
-           "GFLOP/s": "{:.1f}", "%peak": "{:.0f}%"}
-    table = [[("" if r.get(c) is None else (fmt[c].format(r[c]) if c in fmt else str(r[c]))) for c in cols]
-             for r in ROWS]
-    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    print("-+-".join("-" * w for w in widths))
-    for t in table:
-        print(" | ".join(v.ljust(w) for v, w in zip(t, widths)))
+def bench_quant(args, limits):
+    bench_quant_moe(args, limits, row=row)
+    bench_quant_gemv(args, limits, row=row)
+
+
+def bench_llama(args, limits):
+    bench_llamacpp(args, limits, row=row)
+
+
+CASES = {"mlp": bench_mlp, "moe": bench_moe, "moe-finegrained": bench_moe_finegrained,
+         "activation-sparsity": bench_sparsity, "quant": bench_quant, "overhead": bench_overhead, "demo": bench_demo,
+         "llamacpp": bench_llama}
 
 
 def main():
@@ -378,15 +335,13 @@ def main():
         import numba
         numba.set_num_threads(args.threads)
     import numba
-    print(f"sparsec {sc.__version__}; numba threads {numba.get_num_threads()}; "
-          f"{'OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset for this run' if os.environ.get('SPARSEC_BENCH_UNSET_OPENBLAS') else 'OpenBLAS env as given'}")
-    limits = {"bandwidth": measure_bandwidth(args.repeat), "sgemm": measure_sgemm(max(5, args.repeat // 3))}
-    print(f"measured limits: read bandwidth {limits['bandwidth']:.1f} GB/s (parallel sum, 512 MiB f32); "
-          f"sgemm peak {limits['sgemm']:.1f} GFLOP/s (NumPy/OpenBLAS 2048^3)")
-    for name in args.only.split(","):
-        name = name.strip()
-        if name not in CASES:
-            sys.exit(f"unknown case {name!r}; cases: {', '.join(CASES)}")
+    print(f"sparsec {sc.__version__}; numba threads {numba.get_num_threads()}; {openblas_note()}")
+    names = [n.strip() for n in args.only.split(",")]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        sys.exit(f"unknown case {', '.join(map(repr, unknown))}; cases: {', '.join(CASES)}")
+    limits = measure_limits(args.repeat)
+    for name in names:
         CASES[name](args, limits)
     print("ratio = median time / sparsec's median time on the same case (above 1: sparsec is faster)")
     print_table()

@@ -11,6 +11,7 @@ from .manager import PassManager, PassRecord
 from . import canonicalize, cse, dce, fold_constants, fuse_elementwise, infer_shapes  # noqa: F401,E402  (register)
 from . import expert_fusion, sparse_activation  # noqa: F401,E402  (register)
 from . import activation_sparsity  # noqa: F401,E402  (register; opt-in, not in the default pipeline)
+from . import quantize  # noqa: F401,E402  (register; opt-in: sc.compile(quantize=...) appends it)
 
 #: what ``sc.compile`` and ``sparsec compile`` run unless told otherwise. Canonicalization only
 #: tidies: every later pass is correct without it (tests run the pipeline with and without).

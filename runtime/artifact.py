@@ -7,7 +7,9 @@ Layout of the safetensors ``__metadata__`` (all strings):
     format_version    FORMAT_VERSION
     ir                the optimized module as MLIR text
     manifest          JSON: sparsec version, target, pipeline, quantize, kernels per function,
-                      dtypes stored as raw bits (bf16 -> uint16)
+                      dtypes stored as raw bits (bf16 -> uint16), and ``quantized``: per
+                      quantized weight ``"format;NxK;layout"`` (its parts are the tensors
+                      ``name::part``, in the layout recorded, e.g. the kernels' repacked form)
     checksum          sha256 over ir, manifest and every tensor's name, dtype, shape and bytes
 """
 from __future__ import annotations
@@ -44,6 +46,9 @@ def _checksum(ir: str, manifest: str, tensors: dict[str, np.ndarray]) -> str:
 def save_artifact(path: str, ir: str, weights: dict[str, np.ndarray], manifest: dict) -> None:
     """Write the artifact atomically (temporary file in the same folder, then rename)."""
     from safetensors.numpy import save_file
+
+    from ..fileio import flatten_weights
+    weights, quant = flatten_weights(weights)
     tensors, raw = {}, {}
     for name, a in weights.items():
         a = np.ascontiguousarray(a)
@@ -53,7 +58,7 @@ def save_artifact(path: str, ir: str, weights: dict[str, np.ndarray], manifest: 
         elif a.dtype.kind not in "biuf":
             raise ArtifactError(f"weight {name!r}: dtype {a.dtype} cannot be stored")
         tensors[name] = a
-    manifest = dict(manifest, raw_dtypes=raw)
+    manifest = dict(manifest, raw_dtypes=raw, quantized=quant)
     man = json.dumps(manifest, sort_keys=True)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "ir": ir, "manifest": man,
             "checksum": _checksum(ir, man, tensors)}
@@ -97,4 +102,6 @@ def load_artifact(path: str) -> tuple[str, dict[str, np.ndarray], dict]:
         if dt == "bfloat16":
             import ml_dtypes
             tensors[name] = tensors[name].view(ml_dtypes.bfloat16)
-    return ir, tensors, manifest
+    from ..fileio import unflatten_weights
+    weights = unflatten_weights(tensors, manifest.get("quantized", {}), path, ArtifactError)
+    return ir, weights, manifest

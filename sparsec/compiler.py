@@ -150,16 +150,24 @@ def lower_all(graph: Graph, target: str) -> dict:
 
 def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pipeline: str = "default",
             threads: int | None = None, progress: bool | None = None, verify_each: bool = False,
-            print_ir_after_all: bool = False, dump_dir: str | None = None, warmup: bool = True) -> CompiledModel:
+            print_ir_after_all: bool = False, dump_dir: str | None = None, warmup: bool = True,
+            accuracy_samples: int = 4) -> CompiledModel:
     """Compile ``model`` (an ``sc.nn.Module``, a function, an ``sc.Graph`` or an ``.mlir``
     path) for ``target``.
 
     ``pipeline`` is pass pipeline text (``"default"`` = canonicalize, cse, dce,
-    fuse-elementwise, plus what later passes add). ``threads`` sets the kernel thread count.
-    ``progress``: None = a progress bar only on a terminal. ``warmup`` compiles every kernel
-    now (else at first call).
+    fuse-elementwise, plus what later passes add). ``quantize`` (``"int8"``, ``"q8_0"``,
+    ``"q4_0"``, ``"int4"``) appends ``quantize{mode=...}`` to it (for other options, such as the
+    int4 group or skip globs, write the pass into ``pipeline`` instead). ``threads`` sets the
+    kernel thread count. ``progress``: None = a progress bar only on a terminal. ``warmup``
+    compiles every kernel now (else at first call).
+
+    When the pipeline quantizes, ``report["quantization"]`` holds the per-layer table (weights,
+    bytes before/after, weight error) and an accuracy report against the fp32 model on
+    ``accuracy_samples`` random input batches (the fp32 graph run by the reference interpreter;
+    0 skips it); ``sparsec.quant.report.format_quantization`` prints both.
     """
-    from .passes import PassManager
+    from .passes import PASSES, PassManager, parse_pipeline
     if target not in TARGETS:
         raise CompileError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     if quantize not in QUANT_MODES:
@@ -168,9 +176,14 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
     if target == "cuda":
         raise CompileError("target 'cuda' is not available in this build yet (the CUDA backend is a separate "
                            "piece of work); use target='cpu'")
+    passes = parse_pipeline(pipeline)
+    quant_passes = [p for p in passes if p.name == "quantize"]
     if quantize is not None:
-        raise CompileError(f"quantize={quantize!r}: the quantization pass is not available in this build yet; "
-                           f"compile without quantize")
+        if quant_passes:
+            raise CompileError(f"quantize={quantize!r} and a quantize pass in the pipeline ('{quant_passes[0]}'): "
+                               f"give only one of them")
+        quant_passes = [PASSES["quantize"](mode=quantize)]
+        passes.append(quant_passes[0])
     if threads is not None:
         set_threads(threads)
     times = {}
@@ -179,10 +192,13 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
     if hasattr(model, "forward_cached") and hasattr(model, "cache_layout"):
         add_decode_function(graph, model)
     times["trace"] = time.perf_counter() - t0
+    reference = None
+    if quant_passes and accuracy_samples > 0:
+        from .testing.equivalence import clone
+        reference = clone(graph)  # the fp32 model the accuracy report compares with (weights shared)
 
     t0 = time.perf_counter()
-    pm = PassManager.parse(pipeline, verify_each=verify_each, print_ir_after_all=print_ir_after_all,
-                           dump_dir=dump_dir)
+    pm = PassManager(passes, verify_each=verify_each, print_ir_after_all=print_ir_after_all, dump_dir=dump_dir)
     graph = pm.run(graph, inplace=True)
     graph.verify()
     times["passes"] = time.perf_counter() - t0
@@ -210,7 +226,30 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
         "kernels": {name: ex.plan.kernel_counts() for name, ex in executables.items()},
         "kernel_cache": {k: after.get(k, 0) - before.get(k, 0) for k in after},
     }
-    return CompiledModel(graph, executables, target, pm.pipeline, quantize, report)
+    mode = quantize or (quant_passes[-1].mode if quant_passes else None)
+    cm = CompiledModel(graph, executables, target, pm.pipeline, mode, report)
+    if quant_passes:
+        report["quantization"] = _quantization_report(pm, reference, cm, accuracy_samples, times)
+    return cm
+
+
+def _quantization_report(pm, reference, cm, samples: int, times: dict) -> dict:
+    """The quantize pass's per-layer table, and the accuracy against fp32 (see ``compile``)."""
+    from .quant.report import accuracy_report, quantization_layers, quantization_sources, sample_inputs
+    layers, skipped = quantization_layers(pm.report)
+    sources = quantization_sources(pm.report, drop=True)  # fp32 arrays: used below, then released
+    out = {"mode": cm.quantize, "layers": layers, "skipped": skipped, "accuracy": None, "accuracy_note": ""}
+    if reference is None:
+        out["accuracy_note"] = "accuracy not measured (accuracy_samples=0)"
+        return out
+    t0 = time.perf_counter()
+    try:
+        inputs = sample_inputs(reference, samples)
+        out["accuracy"] = accuracy_report(reference, cm, inputs, fp32_weights=sources)
+    except SparsecError as e:  # inputs that cannot be made up (e.g. integer inputs other than token ids)
+        out["accuracy_note"] = f"accuracy not measured: {e}"
+    times["accuracy"] = time.perf_counter() - t0
+    return out
 
 
 def load(path: str, threads: int | None = None, warmup: bool = True) -> CompiledModel:
@@ -223,6 +262,10 @@ def load(path: str, threads: int | None = None, warmup: bool = True) -> Compiled
     except SparsecError as e:
         raise ArtifactError(f"{path}: the IR inside does not parse: {e}") from None
     graph.weights = weights
+    try:
+        graph.verify()  # the weights match the IR's types (quantized formats and shapes included)
+    except SparsecError as e:
+        raise ArtifactError(f"{path}: the weights do not match the IR: {e}") from None
     if threads is not None:
         set_threads(threads)
     t0 = time.perf_counter()

@@ -61,3 +61,10 @@ def to_blocks(qt: QuantizedTensor) -> QuantizedTensor:
     out = QuantizedTensor(qt.fmt, qt.shape, unpack(qt.parts, qt.shape), "blocks")
     out.check()
     return out
+
+
+# the CPU kernels' layout ("r16", sparsec/quant/repack.py) registers itself on import and is
+# preferred for every format
+from . import repack as _repack  # noqa: E402
+
+CPU_LAYOUT = _repack.LAYOUT

@@ -13,8 +13,8 @@ import math
 import numpy as np
 
 from ...runtime.cpu import index as X
+from ...ir.types import QuantType
 from . import Kernel, LoweringError, cpu_lowering
-from .linalg import refuse_quantized
 
 I64 = np.dtype(np.int64)
 
@@ -68,7 +68,9 @@ def lower_take(op) -> Kernel:
 
 @cpu_lowering("sc.embedding")
 def lower_embedding(op) -> Kernel:
-    refuse_quantized(op, "table", op.operands[1].type)
+    if isinstance(op.operands[1].type, QuantType):  # the gathered rows, dequantized
+        from . import quant
+        return quant.lower_embedding(op)
 
     def run(ids, table, out):
         idx = as_i64(ids).reshape(-1)

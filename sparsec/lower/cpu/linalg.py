@@ -1,5 +1,7 @@
 """CPU lowering rules: ``sc.linear`` and ``sc.matmul``.
 
+A quantized ``sc.linear`` weight (``QuantType``) goes to the quantized kernels (``quant.py``).
+
 f32 products with a ``[out, in]`` right operand (``sc.linear``'s weight, a transposed or 1-D
 ``sc.matmul`` operand) go to the tile kernel of ``sparsec.runtime.cpu.linalg`` (one row: a
 parallel GEMV reading the weight once), or to BLAS from ``BLAS_MIN_ROWS`` rows; other right
@@ -33,15 +35,18 @@ def rows(a: np.ndarray) -> np.ndarray:
 
 
 def refuse_quantized(op, operand: str, t) -> None:
+    """For rules without a quantized kernel: a ``LoweringError`` if ``t`` is a quantized type."""
     if isinstance(t, QuantType):
         raise LoweringError(f"{op.describe()}: {operand} is a quantized weight {t} ({t.format}); the CPU target "
-                            f"has no kernel for quantized {op.name} yet (dequantize it to f32 first)")
+                            f"has no kernel for quantized {op.name} (dequantize it to f32 first)")
 
 
 @cpu_lowering("sc.linear")
 def lower_linear(op) -> Kernel:
     x_t, w_t = op.operands[0].type, op.operands[1].type
-    refuse_quantized(op, "weight", w_t)
+    if isinstance(w_t, QuantType):
+        from . import quant
+        return quant.lower_linear(op)
     dtype = x_t.dtype.np
     has_bias = len(op.operands) == 3
 

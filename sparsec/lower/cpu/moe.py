@@ -5,19 +5,21 @@ Each op stays its own kernel, so a distributed runtime can put an exchange betwe
 the grouped matmuls (DESIGN.md section 6). The grouped matmuls run the tile kernel of
 ``sparsec.runtime.cpu.linalg`` over (expert, weight-row block) items: an expert with no rows
 costs nothing, and at one token each active expert's weights are read once. f16/bf16 are
-widened to f32 around the kernels and rounded once, as the references do.
+widened to f32 around the kernels and rounded once, as the references do. Quantized expert
+weights go to the quantized kernels (``quant.py``: the activations are quantized once per
+matmul and shared by the experts).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ...ir.types import QuantType
 from ...ops.elementwise import UNARY
 from ...runtime.cpu import index as X
 from ...runtime.cpu import linalg as L
 from ...runtime.cpu import moe as M
 from . import Kernel, LoweringError, cpu_lowering
 from .index import as_i64, byte_rows
-from .linalg import refuse_quantized
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
@@ -65,13 +67,16 @@ def lower_moe_permute(op) -> Kernel:
 
 def _grouped(op, act: int) -> Kernel:
     x_t = op.operands[0].type
-    for i, name in ((1, "w"),) if act == L.ACT_NONE else ((1, "w_gate"), (2, "w_up")):
-        refuse_quantized(op, name, op.operands[i].type)
+    if isinstance(op.operands[1].type, QuantType):
+        from . import quant
+        return quant.lower_grouped(op, act)
     ct = _compute_dtype(op, x_t.dtype.np)
     native = x_t.dtype.np == ct
     gated = act != L.ACT_NONE
 
     if ct == F32:
+        scratch = [np.empty(0, F32)]   # the gated kernel's up-projection rows, kept between calls
+
         def run(x, w, *rest):
             w2, offsets, out = rest if gated else (None,) + rest
             offsets = as_i64(offsets)
@@ -79,7 +84,9 @@ def _grouped(op, act: int) -> Kernel:
                 x, w = x.astype(F32), w.astype(F32)
                 w2 = None if w2 is None else w2.astype(F32)
             res = out if native else np.empty(out.shape, F32)
-            if not L.grouped_f32(x, w, w2, offsets, act, res):
+            if gated and scratch[0].size < res.size:
+                scratch[0] = np.empty(res.size, F32)
+            if not L.grouped_f32(x, w, w2, offsets, act, res, scratch[0] if gated else None):
                 raise _bad_offsets(op, offsets, x.shape[0])
             if not native:
                 out[...] = res

@@ -1,0 +1,95 @@
+"""What every benchmark case shares: the re-exec without OpenBLAS's core-type override, the
+machine's measured limits, the result rows and the table they print as.
+
+Case modules (``bench.py`` and the ``*_case.py`` files, each also runnable alone) put their
+rows in ``ROWS`` through ``row(...)``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from sparsec.benchmark import time_calls as median_time  # (median, min) seconds
+
+ROWS: list[dict] = []
+
+
+def reexec_without_openblas_overrides() -> None:
+    """``OPENBLAS_CORETYPE`` (set on our build machines) halves NumPy's and PyTorch's sgemm speed:
+    re-execute this script without it and without ``OPENBLAS_L2_SIZE``, and say so."""
+    if os.environ.get("OPENBLAS_CORETYPE") or os.environ.get("OPENBLAS_L2_SIZE"):
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+        env["SPARSEC_BENCH_UNSET_OPENBLAS"] = "1"
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+def openblas_note() -> str:
+    return ("OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset for this run" if os.environ.get("SPARSEC_BENCH_UNSET_OPENBLAS")
+            else "OpenBLAS env as given")
+
+
+# -- machine limits ----------------------------------------------------------------------------
+
+def measure_bandwidth(repeat: int) -> float:
+    """Read bandwidth in GB/s: a parallel sum over 512 MiB of float32 on all threads."""
+    import numba
+
+    @numba.njit(parallel=True, fastmath=True, cache=False)
+    def psum(a):
+        s = 0.0
+        for i in numba.prange(a.shape[0]):
+            s += a[i]
+        return s
+
+    a = np.ones(128 * 2**20, np.float32)
+    psum(a)
+    med, best = median_time(lambda: psum(a), repeat)
+    return a.nbytes / best / 1e9  # best, not median: the limit is what the machine can do
+
+
+def measure_sgemm(repeat: int) -> float:
+    """NumPy (OpenBLAS) sgemm GFLOP/s on 2048x2048 matrices: the dense peak we compare to."""
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    med, best = median_time(lambda: a @ b, repeat)
+    return 2 * n**3 / best / 1e9
+
+
+def measure_limits(repeat: int) -> dict:
+    limits = {"bandwidth": measure_bandwidth(repeat), "sgemm": measure_sgemm(max(5, repeat // 3))}
+    print(f"measured limits: read bandwidth {limits['bandwidth']:.1f} GB/s (parallel sum, 512 MiB f32); "
+          f"sgemm peak {limits['sgemm']:.1f} GFLOP/s (NumPy/OpenBLAS 2048^3)")
+    return limits
+
+
+# -- rows ----------------------------------------------------------------------------------------
+
+def row(case, impl, med, best, ref_med=None, nbytes=None, flops=None, limits=None, note=""):
+    r = {"case": case, "impl": impl, "ms": med * 1e3, "min_ms": best * 1e3, "ratio": (med / ref_med) if ref_med else None,
+         "note": note}
+    if nbytes is not None:
+        r["GB/s"] = nbytes / med / 1e9
+        if limits:
+            r["%bw"] = 100 * r["GB/s"] / limits["bandwidth"]
+    if flops is not None:
+        r["GFLOP/s"] = flops / med / 1e9
+        if limits:
+            r["%peak"] = 100 * r["GFLOP/s"] / limits["sgemm"]
+    ROWS.append(r)
+    return r
+
+
+def print_table():
+    cols = ["case", "impl", "ms", "min_ms", "ratio", "GB/s", "%bw", "GFLOP/s", "%peak", "note"]
+    fmt = {"ms": "{:.3f}", "min_ms": "{:.3f}", "ratio": "{:.2f}x", "GB/s": "{:.1f}", "%bw": "{:.0f}%",
+           "GFLOP/s": "{:.1f}", "%peak": "{:.0f}%"}
+    table = [[("" if r.get(c) is None else (fmt[c].format(r[c]) if c in fmt else str(r[c]))) for c in cols]
+             for r in ROWS]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for t in table:
+        print(" | ".join(v.ljust(w) for v, w in zip(t, widths)))
