@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 from . import nn  # noqa: F401,E402
 from . import passes  # noqa: F401,E402
 from .compiler import CompiledModel, compile, load  # noqa: F401,E402
+from .hf import load_hf  # noqa: F401,E402
+from .onnx import load_onnx  # noqa: F401,E402
 
 
 def __getattr__(name):

@@ -8,16 +8,31 @@ import click
 
 from .errors import SparsecError
 
+def _load_hf_folder(path: str):
+    """A Hugging Face folder (config.json + *.safetensors): the ``sc.nn`` model and its input specs
+    (causal LMs ``input_ids [batch, seq]`` int64; BERT ``input_ids``, ``attention_mask``,
+    ``token_type_ids``)."""
+    from .hf import input_specs, load_hf
+    model = load_hf(path)
+    return model, input_specs(model)
+
+
 def _load_model(path: str):
-    """IR text (.mlir, weights from the sibling .safetensors) or a compiled .spc (its optimized IR)."""
+    """IR text (.mlir, weights from the sibling .safetensors), a compiled .spc (its optimized IR),
+    or a Hugging Face folder (traced)."""
     from .fileio import read_model_ir
     if os.path.isdir(path):
-        raise SparsecError(f"{path}: Hugging Face folders are not supported yet (expected an .mlir or .spc file)")
+        from .frontend.tracer import trace
+        model, specs = _load_hf_folder(path)
+        return trace(model, *specs)
     ext = os.path.splitext(path)[1].lower()
-    if ext not in (".mlir", ".spc"):
-        raise SparsecError(f"{path}: unsupported model file {ext or '(no extension)'!r}; expected .mlir or .spc")
+    if ext not in (".mlir", ".spc", ".onnx"):
+        raise SparsecError(f"{path}: unsupported model file {ext or '(no extension)'!r}; expected .mlir, .onnx or .spc")
     if not os.path.exists(path):
         raise SparsecError(f"{path}: no such file")
+    if ext == ".onnx":
+        from .onnx import load_onnx
+        return load_onnx(path)
     if ext == ".spc":
         from .ir import parse
         from .runtime.artifact import load_artifact
@@ -121,6 +136,10 @@ def opt(input_path, pipeline, output, print_ir_after_all, print_ir_after_change,
     g.verify()
     if time_passes or statistics:
         click.echo(f"passes: {pm.pipeline or '(none)'}\n{pm.format_report()}", err=True)
+        from .quant.report import format_layers, quantization_layers
+        layers, skipped = quantization_layers(pm.report)
+        if layers or skipped:
+            click.echo(format_layers(layers, skipped), err=True)
     text = str(g)
     if output:
         _write_ir_and_weights(output, text, g)
@@ -163,25 +182,43 @@ def _write_ir_and_weights(output: str, text: str, g) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .spc file to write.")
 @click.option("--target", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--quantize", type=click.Choice(["int8", "q8_0", "q4_0", "int4"]), default=None,
-              help="Weight quantization mode.")
+              help="Quantize the matmul weights (appends quantize{mode=MODE}; routers and lm_head stay fp32). "
+                   "Prints per-layer bytes and errors and the accuracy against fp32.")
+@click.option("--accuracy-samples", type=int, default=4, show_default=True,
+              help="Random input batches for the accuracy report of a quantized model (0: skip).")
 @click.option("-p", "--pipeline", default="default", show_default=True, help="Pass pipeline text.")
 @click.option("--print-ir-after-all", is_flag=True, help="Print the IR after every pass (stderr).")
 @click.option("--dump-dir", type=click.Path(file_okay=False), help="Write numbered IR files, one per pass.")
 @click.option("--threads", type=int, default=None, help="Threads for the kernels (default: all cores).")
-def compile_cmd(model, output, target, quantize, pipeline, print_ir_after_all, dump_dir, threads):
-    """Compile MODEL (IR text .mlir with its .safetensors weights) into OUT.spc."""
+def compile_cmd(model, output, target, quantize, accuracy_samples, pipeline, print_ir_after_all, dump_dir, threads):
+    """Compile MODEL (IR text .mlir with its .safetensors weights, or a Hugging Face folder with
+    config.json and *.safetensors) into OUT.spc.
+
+    \b
+    Examples:
+      sparsec compile model.mlir -o model.spc
+      sparsec compile ./Qwen3-0.6B -o qwen3.spc      (then: sparsec generate qwen3.spc --ids 1,2,3)
+      sparsec compile model.mlir -o model.q8.spc --quantize q8_0
+      sparsec compile model.mlir -o model.q4.spc -p "default,quantize{mode=int4,group=128,skip=none}"
+    """
     import time
     from .compiler import compile as sc_compile
-    g = _load_model(model)
     if not output.endswith(".spc"):
         raise SparsecError(f"{output}: the output must be a .spc file")
+    if os.path.isdir(model):  # Hugging Face folder: compile the module (a causal LM gets its decode step)
+        g, specs = _load_hf_folder(model)
+    else:
+        g, specs = _load_model(model), ()
     t0 = time.perf_counter()
-    cm = sc_compile(g, target=target, quantize=quantize, pipeline=pipeline, threads=threads,
-                    print_ir_after_all=print_ir_after_all, dump_dir=dump_dir)
+    cm = sc_compile(g, *specs, target=target, quantize=quantize, pipeline=pipeline, threads=threads,
+                    print_ir_after_all=print_ir_after_all, dump_dir=dump_dir, accuracy_samples=accuracy_samples)
     seconds = time.perf_counter() - t0
     cm.save(output)
     n = sum(len(ex.plan.steps) for ex in cm.executables.values())
     click.echo(f"passes ({cm.pipeline}):\n{cm.report['passes']}", err=True)
+    if "quantization" in cm.report:
+        from .quant.report import format_quantization
+        click.echo(format_quantization(cm.report["quantization"]), err=True)
     click.echo(f"compiled {model} -> {output}: {n} kernels, {seconds:.2f} s", err=True)
 
 

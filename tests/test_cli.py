@@ -60,10 +60,10 @@ def test_parse_error_is_one_clear_message_and_no_output_file(tmp_path):
 
 
 def test_unsupported_model_kind_is_named(tmp_path):
-    p = tmp_path / "m.onnx"
+    p = tmp_path / "m.pt"
     p.write_bytes(b"\0")
     r = CliRunner().invoke(main, ["show", str(p)])
-    assert r.exit_code == 1 and "unsupported model file '.onnx'" in r.output
+    assert r.exit_code == 1 and "unsupported model file '.pt'" in r.output
     r = CliRunner().invoke(main, ["show", str(tmp_path / "missing.mlir")])
     assert r.exit_code == 1 and "no such file" in r.output
 

@@ -8,3 +8,4 @@ from .module import Module, ModuleList  # noqa: F401
 from .norm import LayerNorm, RMSNorm  # noqa: F401
 from .transformer import CausalLM, DecoderLayer, DecoderModel  # noqa: F401
 from .moe import MoE  # noqa: F401
+from .mla import MLA, MLACausalLM  # noqa: F401

@@ -15,15 +15,19 @@ from .norm import RMSNorm
 class DecoderLayer(Module):
     """Pre-norm residual block: ``h = x + self_attn(input_layernorm(x))``,
     ``out = h + mlp(post_attention_layernorm(h))``. ``mlp`` is any Module mapping
-    ``[batch, seq, hidden]`` to the same shape (an ``MLP``, a ``MoE``, ...)."""
+    ``[batch, seq, hidden]`` to the same shape (an ``MLP``, a ``MoE``, ...); ``mlp_name`` is the
+    attribute (and checkpoint name) it is registered under (Mixtral publishes ``block_sparse_moe``)."""
 
-    def __init__(self, hidden: int, self_attn: Attention, mlp: Module, norm_eps: float = 1e-6):
+    def __init__(self, hidden: int, self_attn: Attention, mlp: Module, norm_eps: float = 1e-6,
+                 mlp_name: str = "mlp"):
         super().__init__()
         self.hidden = hidden
         self.input_layernorm = RMSNorm(hidden, norm_eps)
         self.self_attn = self_attn
         self.post_attention_layernorm = RMSNorm(hidden, norm_eps)
-        self.mlp = mlp
+        setattr(self, mlp_name, mlp)
+        if mlp_name != "mlp":
+            object.__setattr__(self, "mlp", mlp)  # an alias: not registered twice
 
     def forward(self, x, positions=None, mask=None, cache=None):
         a = self.self_attn(self.input_layernorm(x), positions, mask, cache) if cache is not None else \
@@ -70,7 +74,11 @@ class CausalLM(Module):
 
     ``CausalLM(vocab=..., hidden=..., layers=..., heads=..., kv_heads=..., ffn=..., rope_theta=...)``;
     ``mlp(i) -> Module`` builds layer ``i``'s feed-forward block (default: SwiGLU ``MLP(hidden, ffn)``),
-    so MoE layers plug in. ``tie_word_embeddings`` shares ``lm_head.weight`` with
+    so MoE layers plug in; ``attention(i) -> Attention`` likewise replaces layer ``i``'s attention
+    (its heads and head_dim must match the arguments: they size the KV cache); ``mlp_name`` names
+    the feed-forward attribute (``DecoderLayer``). ``o_bias`` (default: ``attention_bias``) puts a
+    bias on ``o_proj``; ``qk_norm`` is ``Attention``'s (``True``, ``"head"`` or ``"full"``) and
+    ``rope_scaling`` its Hugging Face rope-scaling dict. ``tie_word_embeddings`` shares ``lm_head.weight`` with
     ``model.embed_tokens.weight`` (it then appears once in the state dict, under the embedding's name).
     The settings are kept in ``self.config``.
     """
@@ -78,8 +86,10 @@ class CausalLM(Module):
     def __init__(self, vocab: int, hidden: int, layers: int, heads: int, kv_heads: int | None = None,
                  ffn: int | None = None, rope_theta: float = 10000.0, head_dim: int | None = None,
                  norm_eps: float = 1e-6, tie_word_embeddings: bool = False, attention_bias: bool = False,
-                 qk_norm: bool = False, activation: str = "silu",
-                 mlp: Callable[[int], Module] | None = None, seed: int | None = 0):
+                 qk_norm: bool | str = False, activation: str = "silu",
+                 mlp: Callable[[int], Module] | None = None, seed: int | None = 0,
+                 o_bias: bool | None = None, rope_scaling: dict | None = None,
+                 attention: Callable[[int], Attention] | None = None, mlp_name: str = "mlp"):
         super().__init__()
         kv_heads = kv_heads or heads
         ffn = ffn or 4 * hidden
@@ -91,10 +101,14 @@ class CausalLM(Module):
         s = (lambda k: None if seed is None else seed * 1000 + k)
         blocks = []
         for i in range(layers):
-            attn = Attention(hidden, heads, kv_heads, head_dim, rope_theta, bias=attention_bias, qk_norm=qk_norm,
-                             norm_eps=norm_eps, causal=True, seed=s(10 * i + 1))
+            if attention is not None:
+                attn = attention(i)
+            else:
+                attn = Attention(hidden, heads, kv_heads, head_dim, rope_theta, bias=attention_bias, o_bias=o_bias,
+                                 qk_norm=qk_norm, norm_eps=norm_eps, causal=True, rope_scaling=rope_scaling,
+                                 seed=s(10 * i + 1))
             ff = mlp(i) if mlp is not None else MLP(hidden, ffn, activation, gated=True, seed=s(10 * i + 2))
-            blocks.append(DecoderLayer(hidden, attn, ff, norm_eps))
+            blocks.append(DecoderLayer(hidden, attn, ff, norm_eps, mlp_name=mlp_name))
         self.model = DecoderModel(vocab, hidden, blocks, norm_eps, seed=s(0))
         self.lm_head = Linear(hidden, vocab, bias=False, seed=s(1))
         if tie_word_embeddings:
