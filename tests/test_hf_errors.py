@@ -133,3 +133,33 @@ def test_arch_modules_are_discovered():
     assert {"llama", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "bert"} <= set(found)
     for mod in set(found.values()):
         assert callable(mod.build) and mod.MODEL_TYPES
+
+
+def test_truncated_safetensors_file(tmp_path):
+    folder = write(tmp_path / "a")
+    path = os.path.join(folder, "model.safetensors")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])   # the header is intact, the data is cut
+    with pytest.raises(HFWeightError, match=r"model\.safetensors"):
+        sc.load_hf(folder)
+
+
+def test_header_claiming_more_bytes_than_the_file(tmp_path):
+    folder = write(tmp_path / "a")
+    path = os.path.join(folder, "model.safetensors")
+    data = bytearray(open(path, "rb").read())
+    n = int.from_bytes(data[:8], "little")
+    data[:8] = (n + 10_000).to_bytes(8, "little")      # a header length past the end of the file
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(HFWeightError, match=r"cannot read weights .*model\.safetensors"):
+        sc.load_hf(folder)
+    open(path, "wb").write(b"\x10\x00")                 # not even a length
+    with pytest.raises(HFWeightError, match=r"cannot read weights"):
+        sc.load_hf(folder)
+
+
+def test_integer_tensor_where_a_weight_is_expected(tmp_path):
+    t = tensors(write(tmp_path / "a"))
+    t["model.layers.0.mlp.up_proj.weight"] = np.zeros((48, H), np.int32)
+    with pytest.raises(HFWeightError, match=r"model\.layers\.0\.mlp\.up_proj\.weight.*dtype int32 \(expected a float"):
+        sc.load_hf(write(tmp_path / "b", tensors=t))
