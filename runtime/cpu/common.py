@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from numba import njit, types
 
 _LOCK = threading.RLock()
@@ -67,3 +69,20 @@ class Lazy:
         if self.fn is None:
             self.fn = specialize(self.disp, self.sig)
         return self.fn(*args)
+
+
+@njit(cache=True)
+def split_by_cost(cost_end, total, threads):
+    """``first[t]:first[t+1]``: thread ``t``'s contiguous run of work items, each run of about
+    ``total / threads`` cost (``cost_end[i]``: the cumulative cost up to item ``i``)."""
+    n_items = cost_end.size
+    first = np.zeros(threads + 1, np.int64)
+    t = 1
+    for i in range(n_items):
+        while t < threads and cost_end[i] > (total * t) // threads:
+            first[t] = i
+            t += 1
+    while t <= threads:
+        first[t] = n_items
+        t += 1
+    return first

@@ -51,6 +51,9 @@ from numba.core import cgutils
 from numba.core import config as _numba_config
 from numba.core.extending import intrinsic
 
+from .common import split_by_cost
+from .numerics import gelu_f32, sigmoid_f32, tanh_f32
+
 #: rows (of one group) from which ``np.matmul`` (BLAS sgemm) is used instead of the tile kernel.
 #: Measured on a 2-core Zen 5 (AVX-512) with OpenBLAS, f32 weights [2816, 1024] / [1024, 2816]:
 #: tiles 270 / 220 GFLOP/s at 4 rows, 295 / 250 at 16, 320 / 250 at 64, 325 / 250 at 128;
@@ -530,15 +533,7 @@ def grouped_gemm_nt(x, w, w2, offsets, bias, act, blas_min_rows, threads, out):
     if threads == 1:
         _run_items(x, xt, panel_first, w, w2, offsets, bias, act, item_group, item_block, 0, n_items, out)
         return 0
-    first = np.zeros(threads + 1, np.int64)
-    t = 1
-    for i in range(n_items):
-        while t < threads and cost_end[i] > (total * t) // threads:
-            first[t] = i
-            t += 1
-    while t <= threads:
-        first[t] = n_items
-        t += 1
+    first = split_by_cost(cost_end, total, threads)
     for th in prange(threads):
         _run_items(x, xt, panel_first, w, w2, offsets, bias, act, item_group, item_block, first[th],
                    first[th + 1], out)
@@ -595,23 +590,42 @@ def grouped_f32(x, w, w2, offsets, act, out, scratch=None) -> bool:
     return True
 
 
-@njit(parallel=prange_only(), fastmath=FAST, cache=True)
-def gated_epilogue(gate, up, act):
-    """``gate = act(gate) * up`` in place (after the gate and up passes of the gated grouped
-    matmul). SiLU is written branch-free (the reference's stable sigmoid as a select) so the
-    row loop vectorizes; the other activations use ``activation``."""
-    R, N = gate.shape
+@njit(fastmath={"contract"}, cache=True)
+def _gated_row(o, u, act):
+    n = o.size
     if act == ACT_SILU:
-        for r in prange(R):
-            for n in range(N):
-                v = gate[r, n]
-                e = np.float32(math.exp(-abs(v)))
-                num = np.float32(1.0) if v >= 0 else e
-                gate[r, n] = v * (num / (np.float32(1.0) + e)) * up[r, n]
-        return
+        for c in range(n):
+            v = o[c]
+            o[c] = v * sigmoid_f32(v) * u[c]
+    elif act == ACT_GELU:
+        for c in range(n):
+            o[c] = gelu_f32(o[c]) * u[c]
+    elif act == ACT_GELU_TANH:
+        for c in range(n):
+            v = o[c]
+            t = tanh_f32(np.float32(0.7978845608028654) * (v + np.float32(0.044715) * v * v * v))
+            o[c] = np.float32(0.5) * v * (np.float32(1.0) + t) * u[c]
+    else:
+        for c in range(n):
+            o[c] = activation(o[c], act) * u[c]
+
+
+@njit(cache=True)
+def gated_rows(out, up, r0, r1, c0, c1, act):
+    """``out[r, c] = act(out[r, c]) * up[r, c]`` over rows r0..r1, columns c0..c1: the branch-free
+    f32 activations of ``numerics`` (within 2 ulp of the references), one loop per activation
+    over contiguous row slices so each vectorizes."""
+    for r in range(r0, r1):
+        _gated_row(out[r, c0:c1], up[r, c0:c1], act)
+
+
+@njit(parallel=prange_only(), cache=True)
+def gated_epilogue(gate, up, act):
+    """``gate = act(gate) * up`` in place (after the gate and up passes of the f32 gated grouped
+    matmul), rows in parallel, each row with the vectorizing loops of ``gated_rows``."""
+    R, N = gate.shape
     for r in prange(R):
-        for n in range(N):
-            gate[r, n] = activation(gate[r, n], act) * up[r, n]
+        _gated_row(gate[r], up[r], act)
 
 
 # ---------------------------------------------------------------------------------------------

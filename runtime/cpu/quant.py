@@ -61,9 +61,9 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
-from .linalg import ACT_GELU, ACT_GELU_TANH, ACT_NONE, ACT_SILU, activation, prange_only
+from .common import split_by_cost
+from .linalg import ACT_NONE, gated_rows, prange_only
 from .llvm_dot import ISAS, host_isa
-from .numerics import gelu_f32, sigmoid_f32, tanh_f32
 
 #: output-row groups of 16 per work item (64 rows, as the f32 kernel's items)
 ITEM_GROUPS = 4
@@ -358,35 +358,6 @@ def _groups(fn, bits, S, has_m, i8c, qs, d16, m16, scale, g0, ng, nlast, xq, xd,
                  np.int64(nsub), _addr(out) + (r0 * N + c0) * 4, np.int64(N))
 
 
-@njit(fastmath={"contract"}, cache=True)
-def _gated_row(o, u, act):
-    n = o.size
-    if act == ACT_SILU:
-        for c in range(n):
-            v = o[c]
-            o[c] = v * sigmoid_f32(v) * u[c]
-    elif act == ACT_GELU:
-        for c in range(n):
-            o[c] = gelu_f32(o[c]) * u[c]
-    elif act == ACT_GELU_TANH:
-        for c in range(n):
-            v = o[c]
-            t = tanh_f32(np.float32(0.7978845608028654) * (v + np.float32(0.044715) * v * v * v))
-            o[c] = np.float32(0.5) * v * (np.float32(1.0) + t) * u[c]
-    else:
-        for c in range(n):
-            o[c] = activation(o[c], act) * u[c]
-
-
-@njit(cache=True)
-def gated_rows(out, up, r0, r1, c0, c1, act):
-    """``out[r, c] = act(out[r, c]) * up[r, c]`` over rows r0..r1, columns c0..c1: the branch-free
-    f32 activations of ``numerics`` (within 2 ulp of the references), one loop per activation
-    over contiguous row slices so each vectorizes."""
-    for r in range(r0, r1):
-        _gated_row(out[r, c0:c1], up[r, c0:c1], act)
-
-
 @njit(cache=True)
 def _run_items(fn, bits, S, has_m, i8c, qs, d16, m16, scale, qs2, d162, m162, scale2, ngE, nlastE, nsub,
                xq, xd, xc, xm, offsets, bias, act, item_group, item_block, lo, hi, tmp, out):
@@ -452,15 +423,7 @@ def grouped_qmatmul(fn, bits, S, has_m, i8c, qs, d16, m16, scale, qs2, d162, m16
         _run_items(fn, bits, S, has_m, i8c, qs, d16, m16, scale, qs2, d162, m162, scale2, ngE, nlastE, nsub,
                    xq, xd, xc, xm, offsets, bias, act, item_group, item_block, 0, n_items, tmp, out)
         return 0
-    first = np.zeros(threads + 1, np.int64)
-    t = 1
-    for i in range(n_items):
-        while t < threads and cost_end[i] > (total * t) // threads:
-            first[t] = i
-            t += 1
-    while t <= threads:
-        first[t] = n_items
-        t += 1
+    first = split_by_cost(cost_end, total, threads)
     for th in prange(threads):
         _run_items(fn, bits, S, has_m, i8c, qs, d16, m16, scale, qs2, d162, m162, scale2, ngE, nlastE, nsub,
                    xq, xd, xc, xm, offsets, bias, act, item_group, item_block, first[th], first[th + 1], tmp, out)
