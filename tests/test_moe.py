@@ -73,7 +73,7 @@ def qwen_ref(x, sd, k, norm_topk_prob, shared, shared_gate):
 def deepseek_v3_ref(x, sd, k, n_group, topk_group, norm_topk_prob, scale, shared):
     """DeepseekV3MoE (HF): sigmoid scores; selection on scores + e_score_correction_bias within the
     topk_group best groups (group score: sum of its top-2 biased scores; other groups masked to
-    0.0); weights are the unbiased scores, renormalised (+1e-20), times routed_scaling_factor;
+    -inf); weights are the unbiased scores, renormalised (+1e-20), times routed_scaling_factor;
     shared experts added."""
     x = x.astype(np.float64)
     names = ("gate_proj", "up_proj", "down_proj")
@@ -86,7 +86,7 @@ def deepseek_v3_ref(x, sd, k, n_group, topk_group, norm_topk_prob, scale, shared
         group_scores = np.sort(grouped, -1)[..., -2:].sum(-1)
         keep = np.zeros((t, n_group), bool)
         np.put_along_axis(keep, topk_ids(group_scores, topk_group), True, -1)
-        choice = np.where(np.repeat(keep, n_exp // n_group, -1), choice, 0.0)
+        choice = np.where(np.repeat(keep, n_exp // n_group, -1), choice, -np.inf)
     ids = topk_ids(choice, k)
     w = np.take_along_axis(scores, ids, -1)
     if norm_topk_prob:
@@ -225,6 +225,18 @@ def test_deepseek_v3_router(n_group, topk_group, norm, scale):
     x = tokens(11, 16, 3)
     y = run(moe, x)
     close(y, deepseek_v3_ref(x, sd, 4, n_group, topk_group, norm, scale, True))
+
+
+def test_deepseek_dropped_groups_lose_to_negative_kept_scores():
+    """Biased scores all negative: experts of dropped groups are masked to -inf (transformers
+    5.x), so they never win over a kept group's negative scores (with 0.0 masking they would)."""
+    moe = sc.nn.MoE(16, 12, 16, 4, router="sigmoid", n_group=4, topk_group=2, score_bias=True, naming="deepseek",
+                    seed=4)
+    sd = moe.state_dict()
+    sd["gate.e_score_correction_bias"] = np.full(16, -5.0, np.float32)
+    moe.load_state_dict(sd)
+    x = tokens(9, 16, 3)
+    close(run(moe, x), deepseek_v3_ref(x, sd, 4, 4, 2, True, 1.0, False))
 
 
 def test_deepseek_bias_steers_selection_but_not_weights():

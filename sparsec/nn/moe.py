@@ -51,7 +51,7 @@ class MoE(Module):
     ``router="sigmoid"`` (DeepSeek-V3): scores = sigmoid(logits); selection uses
     ``scores + gate.e_score_correction_bias`` (``score_bias=True``) restricted to the
     ``topk_group`` best of ``n_group`` expert groups (a group's score is the sum of its two best
-    biased scores; experts of other groups are masked to 0.0, as Hugging Face does); the weights
+    biased scores; experts of other groups are masked to -inf, as transformers 5.x does); the weights
     are the *unbiased* scores of the chosen experts, renormalised (denominator + 1e-20) when
     ``norm_topk_prob``.
 
@@ -145,7 +145,8 @@ class MoE(Module):
         return weights, ids
 
     def _limit_to_groups(self, choice):
-        """Keep the experts of the ``topk_group`` best groups; the others' scores become 0.0."""
+        """Keep the experts of the ``topk_group`` best groups; the others' scores become -inf (so a
+        negative biased score in a kept group still wins over every expert of a dropped group)."""
         t, g = choice.shape[0], self.n_group
         grouped = ops.reshape(choice, (t, g, self.num_experts // g))            # [T, G, E/G]
         best2, _ = ops.topk(grouped, 2)
@@ -153,7 +154,7 @@ class MoE(Module):
         _, group_ids = ops.topk(group_scores, self.topk_group)                  # [T, topk_group]
         keep = ops.scatter(_zeros((t, g), choice.dtype), group_ids,
                            _full((t, self.topk_group), 1.0, choice.dtype), -1)  # 1.0 for kept groups
-        kept = ops.where(ops.reshape(keep, (t, g, 1)) > 0.5, grouped, 0.0)
+        kept = ops.where(ops.reshape(keep, (t, g, 1)) > 0.5, grouped, float("-inf"))
         return ops.reshape(kept, (t, self.num_experts))
 
     # -- experts -----------------------------------------------------------------------------

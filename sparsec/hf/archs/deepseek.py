@@ -155,7 +155,7 @@ def check_config(config: dict) -> str:
 
 class DeepseekMoE(MoE):
     """``sc.nn.MoE`` with the DeepSeek routers exactly as transformers 5 writes them: V3's
-    group-limited selection masks the other groups' experts to -inf (``MoE`` masks them to 0.0),
+    group-limited selection masks the other groups' experts to -inf (as ``MoE`` does),
     and V2's ``group_limited_greedy`` ranks groups by their best softmax probability."""
 
     def __init__(self, *args, v2_groups: tuple[int, int] | None = None, **kwargs):
