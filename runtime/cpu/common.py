@@ -86,3 +86,44 @@ def split_by_cost(cost_end, total, threads):
         first[t] = n_items
         t += 1
     return first
+
+
+@njit(cache=True)
+def offsets_partition(offsets, rows):
+    """Do ``offsets`` rise from 0 to ``rows`` (a valid split of the rows into groups)?"""
+    G = offsets.size - 1
+    if offsets[0] != 0 or offsets[G] != rows:
+        return False
+    for g in range(G):
+        if offsets[g + 1] < offsets[g]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def group_items(offsets, blocks, max_rows):
+    """The work items of a grouped matmul: ``(item_group, item_block, cost_end, total)`` with
+    ``blocks`` weight-row blocks for each group of ``0 < rows < max_rows`` rows (empty groups cost
+    nothing), and the cumulative cost ``rows + 1`` per item (a block costs its read even for one
+    row) that ``split_by_cost`` divides among threads."""
+    G = offsets.size - 1
+    n_items = 0
+    for g in range(G):
+        rows = offsets[g + 1] - offsets[g]
+        if 0 < rows < max_rows:
+            n_items += blocks
+    item_group = np.empty(n_items, np.int64)
+    item_block = np.empty(n_items, np.int64)
+    cost_end = np.empty(n_items, np.int64)
+    i = 0
+    total = 0
+    for g in range(G):
+        rows = offsets[g + 1] - offsets[g]
+        if 0 < rows < max_rows:
+            for b in range(blocks):
+                item_group[i] = g
+                item_block[i] = b
+                total += rows + 1
+                cost_end[i] = total
+                i += 1
+    return item_group, item_block, cost_end, total

@@ -51,7 +51,7 @@ from numba.core import cgutils
 from numba.core import config as _numba_config
 from numba.core.extending import intrinsic
 
-from .common import split_by_cost
+from .common import group_items, offsets_partition, split_by_cost
 from .numerics import gelu_f32, sigmoid_f32, tanh_f32
 
 #: rows (of one group) from which ``np.matmul`` (BLAS sgemm) is used instead of the tile kernel.
@@ -482,32 +482,12 @@ def grouped_gemm_nt(x, w, w2, offsets, bias, act, blas_min_rows, threads, out):
     """
     M, K = x.shape
     G, N = w.shape[0], w.shape[1]
-    if offsets[0] != 0 or offsets[G] != M:
+    if not offsets_partition(offsets, M):
         return -1
-    for g in range(G):
-        if offsets[g + 1] < offsets[g]:
-            return -1
     blocks = (N + ITEM_COLS - 1) // ITEM_COLS
-    # work items (group, weight-row block) with their cumulative cost; empty groups have none
-    n_items = 0
-    for g in range(G):
-        rows = offsets[g + 1] - offsets[g]
-        if 0 < rows < blas_min_rows:
-            n_items += blocks
-    item_group = np.empty(n_items, np.int64)
-    item_block = np.empty(n_items, np.int64)
-    cost_end = np.empty(n_items, np.int64)
-    i = 0
-    total = 0
-    for g in range(G):
-        rows = offsets[g + 1] - offsets[g]
-        if 0 < rows < blas_min_rows:
-            for b in range(blocks):
-                item_group[i] = g
-                item_block[i] = b
-                total += rows + 1  # +1: a weight block costs its read even for one row
-                cost_end[i] = total
-                i += 1
+    # work items (group, weight-row block) with their cumulative cost; groups for BLAS have none
+    item_group, item_block, cost_end, total = group_items(offsets, blocks, blas_min_rows)
+    n_items = item_group.size
     # the rows of groups with PANEL_MIN_ROWS rows or more, packed into transposed panels (the
     # panel kernel reads the weight rows contiguously: otherwise the tiles take every group)
     panel_min = PANEL_MIN_ROWS

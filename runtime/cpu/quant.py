@@ -61,7 +61,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
-from .common import split_by_cost
+from .common import group_items, offsets_partition, split_by_cost
 from .linalg import ACT_NONE, gated_rows, prange_only
 from .llvm_dot import ISAS, host_isa
 
@@ -390,32 +390,11 @@ def grouped_qmatmul(fn, bits, S, has_m, i8c, qs, d16, m16, scale, qs2, d162, m16
     """``out[r] = x[r] @ w[e].T`` (+ bias, or ``act(x w_gate^T) * (x w_up^T)`` when ``act``) for
     the rows of each expert ``e`` (``offsets``), from the quantized rows ``xq, xd, xc, xm``, in
     ``threads`` contiguous runs of items. Returns 0, or -1 when ``offsets`` do not rise from 0 to the row count (nothing written)."""
-    M = xq.shape[0]
-    E = offsets.size - 1
-    if offsets[0] != 0 or offsets[E] != M:
+    if not offsets_partition(offsets, xq.shape[0]):
         return -1
-    for e in range(E):
-        if offsets[e + 1] < offsets[e]:
-            return -1
     blocks = (ngE + ITEM_GROUPS - 1) // ITEM_GROUPS
-    n_items = 0
-    for e in range(E):
-        if offsets[e + 1] > offsets[e]:
-            n_items += blocks
-    item_group = np.empty(n_items, np.int64)
-    item_block = np.empty(n_items, np.int64)
-    cost_end = np.empty(n_items, np.int64)
-    i = 0
-    total = 0
-    for e in range(E):
-        rows = offsets[e + 1] - offsets[e]
-        if rows > 0:
-            for b in range(blocks):
-                item_group[i] = e
-                item_block[i] = b
-                total += rows + 1  # +1: a weight block costs its read even for one row
-                cost_end[i] = total
-                i += 1
+    item_group, item_block, cost_end, total = group_items(offsets, blocks, 1 << 62)  # every non-empty expert
+    n_items = item_group.size
     if total * ITEM_GROUPS * 16 * K < SERIAL_WORK:
         threads = 1
     threads = max(1, min(threads, n_items))
