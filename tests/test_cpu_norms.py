@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_cpu_elementwise import T, check_graph, graph_of
+from test_cpu_elementwise import T, check_graph, check_op_on_random_graph, graph_of
 
 import sparsec as sc
 
@@ -16,11 +16,7 @@ BF16 = ml_dtypes.bfloat16
 @settings(max_examples=12)
 @given(data=st.data())
 def test_op_matches_reference(op, data):
-    g = data.draw(sc.testing.graphs(ops=[op], max_ops=3, dtypes=("f32", "bf16")), label="graph")
-    if not any(o.name == op for o in g.main.ops):
-        return
-    inputs = data.draw(sc.testing.inputs_for(g), label="inputs")
-    check_graph(g, inputs, op, OWNED)
+    check_op_on_random_graph(data, op, OWNED, ("f32", "bf16"), max_ops=3)
 
 
 @pytest.mark.slow
@@ -28,11 +24,7 @@ def test_op_matches_reference(op, data):
 @settings(max_examples=max(60, settings.default.max_examples))
 @given(data=st.data())
 def test_op_matches_reference_all_dtypes(op, data):
-    g = data.draw(sc.testing.graphs(ops=[op], max_ops=4, dtypes=("f32", "f64", "f16", "bf16")), label="graph")
-    if not any(o.name == op for o in g.main.ops):
-        return
-    inputs = data.draw(sc.testing.inputs_for(g, max_size=6), label="inputs")
-    check_graph(g, inputs, op, OWNED)
+    check_op_on_random_graph(data, op, OWNED, ("f32", "f64", "f16", "bf16"), max_ops=4, max_size=6)
 
 
 @pytest.mark.parametrize("xdt,wdt", [("f32", "f32"), ("bf16", "f32"), ("f32", "bf16"), ("f16", "f16"),

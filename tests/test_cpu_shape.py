@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_cpu_elementwise import T, check_graph, graph_of
+from test_cpu_elementwise import T, check_graph, check_op_on_random_graph, graph_of
 
 import sparsec as sc
 from sparsec.lower.cpu import lower_op, run_naive
@@ -17,11 +17,7 @@ OWNED = {"sc.reshape", "sc.transpose", "sc.concat", "sc.slice", "sc.broadcast_to
 @settings(max_examples=12)
 @given(data=st.data())
 def test_op_matches_reference(op, data):
-    g = data.draw(sc.testing.graphs(ops=[op], max_ops=3, dtypes=("f32", "i64", "bf16")), label="graph")
-    if not any(o.name == op for o in g.main.ops):
-        return
-    inputs = data.draw(sc.testing.inputs_for(g), label="inputs")
-    check_graph(g, inputs, op, OWNED)
+    check_op_on_random_graph(data, op, OWNED, ("f32", "i64", "bf16"), max_ops=3)
 
 
 @pytest.mark.slow
@@ -30,11 +26,7 @@ def test_op_matches_reference(op, data):
 @given(data=st.data())
 def test_op_matches_reference_all_dtypes(op, data):
     dts = ("f32", "f64", "f16", "bf16", "i8", "i32", "i64", "ui8", "i1")
-    g = data.draw(sc.testing.graphs(ops=[op], max_ops=4, dtypes=dts), label="graph")
-    if not any(o.name == op for o in g.main.ops):
-        return
-    inputs = data.draw(sc.testing.inputs_for(g, max_size=6), label="inputs")
-    check_graph(g, inputs, op, OWNED)
+    check_op_on_random_graph(data, op, OWNED, dts, max_ops=4, max_size=6)
 
 
 @pytest.mark.parametrize("shape,perm", [((128, 1024), (1, 0)), ((4, 33, 17), (0, 2, 1)), ((2, 3, 4, 5), (0, 2, 1, 3)),
