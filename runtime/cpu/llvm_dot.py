@@ -243,25 +243,31 @@ def dot_kernels(isa: str | None = None) -> DotKernels:
     return _build(isa or host_isa())
 
 
-@functools.lru_cache(maxsize=None)
-def _build(isa: str) -> DotKernels:
-    if isa not in ISAS:
-        raise ValueError(f"unknown instruction set {isa!r}; expected one of {', '.join(ISAS)}")
+def jit_compile(isa: str, module_ir: ir.Module, names, library: str):
+    """Optimize ``module_ir`` for ``isa``'s CPU and JIT it: ``(cpu, {name: address}, assembly,
+    keep_alive)``; ``keep_alive`` must outlive every use of the addresses."""
     cpu, features = _cpu_for(isa)
     tm = _target_machine(cpu, features)
-    module = llvm.parse_assembly(str(build_ir(isa)))
+    module = llvm.parse_assembly(str(module_ir))
     module.verify()
     pto = llvm.create_pipeline_tuning_options(speed_level=3)
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(module, pb)
     assembly = tm.emit_assembly(module)
     jit = llvm.create_lljit_compiler(tm)
-    names = ("sc_dot_i8", "sc_dot_f32")
     builder = llvm.JITLibraryBuilder().add_ir(str(module))
     for name in names:
         builder.export_symbol(name)
-    tracker = builder.link(jit, f"sparsec_dot_{isa}")
-    addresses = {name: tracker[name] for name in names}
+    tracker = builder.link(jit, library)
+    return cpu, {name: tracker[name] for name in names}, assembly, (jit, tracker, tm)
+
+
+@functools.lru_cache(maxsize=None)
+def _build(isa: str) -> DotKernels:
+    if isa not in ISAS:
+        raise ValueError(f"unknown instruction set {isa!r}; expected one of {', '.join(ISAS)}")
+    cpu, addresses, assembly, keep_alive = jit_compile(isa, build_ir(isa), ("sc_dot_i8", "sc_dot_f32"),
+                                                       f"sparsec_dot_{isa}")
     return DotKernels(isa=isa, cpu=cpu or "generic", addresses=addresses, assembly=assembly,
                       c_dot_i8=I8_DOT(addresses["sc_dot_i8"]), c_dot_f32=F32_DOT(addresses["sc_dot_f32"]),
-                      _keep_alive=(jit, tracker, tm))
+                      _keep_alive=keep_alive)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from llvmlite import binding as llvm
 from llvmlite import ir
 
-from .llvm_dot import ISAS, _cpu_for, _declare, _Loop, _target_machine, host_isa
+from .llvm_dot import ISAS, _declare, _Loop, host_isa, jit_compile
 
 __all__ = ["FORMATS", "ISAS", "QuantKernels", "TILE_ROWS", "build_ir", "host_isa", "kernel_address", "quant_kernels"]
 
@@ -322,20 +322,8 @@ def kernel_address(isa: str, fmt: str) -> int:
 def _build(isa: str, formats: tuple) -> QuantKernels:
     if isa not in ISAS or isa == "generic":
         raise ValueError(f"no llvmlite kernels for {isa!r}")
-    cpu, features = _cpu_for(isa)
-    tm = _target_machine(cpu, features)
-    module = llvm.parse_assembly(str(build_ir(isa, formats)))
-    module.verify()
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(module, pb)
-    assembly = tm.emit_assembly(module)
-    jit = llvm.create_lljit_compiler(tm)
-    names = [f"sc_q_{f}" for f in formats]
-    builder = llvm.JITLibraryBuilder().add_ir(str(module))
-    for name in names:
-        builder.export_symbol(name)
-    tracker = builder.link(jit, f"sparsec_quant_{isa}_{'_'.join(formats)}")
-    addresses = {f: tracker[f"sc_q_{f}"] for f in formats}
+    cpu, named, assembly, keep_alive = jit_compile(isa, build_ir(isa, formats), [f"sc_q_{f}" for f in formats],
+                                                   f"sparsec_quant_{isa}_{'_'.join(formats)}")
+    addresses = {f: named[f"sc_q_{f}"] for f in formats}
     return QuantKernels(isa=isa, cpu=cpu or "generic", addresses=addresses, assembly=assembly,
-                        _keep_alive=(jit, tracker, tm))
+                        _keep_alive=keep_alive)
