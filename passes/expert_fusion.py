@@ -45,7 +45,7 @@ import numpy as np
 
 from ..ir import Operation, OpResult, TensorType, Value
 from .registry import Pass, Statistics, register_pass
-from .rewrite import Pattern, Rewriter, apply_patterns
+from .rewrite import Pattern, Rewriter, apply_patterns, is_trivially_dead
 
 #: elementwise op -> the activation name of ``sc.moe_gated_grouped_matmul``
 GATED_ACTIVATIONS = {"sc.silu": "silu", "sc.gelu": "gelu", "sc.gelu_tanh": "gelu_tanh", "sc.relu": "relu"}
@@ -272,9 +272,7 @@ def _erase_dead(values: list[Value], rw: Rewriter) -> None:
     work = [v.op for v in values if isinstance(v, OpResult)]
     while work:
         op = work.pop()
-        if op.parent is None or op.opdef is None or "pure" not in op.opdef.traits:
-            continue
-        if any(r.uses for r in op.results):
+        if op.parent is None or not is_trivially_dead(op):
             continue
         work.extend(v.op for v in op.operands if isinstance(v, OpResult))
         rw.erase(op)

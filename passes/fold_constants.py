@@ -180,9 +180,7 @@ class FoldConstants(Pass):
         """The name of an existing weight equal to ``array`` under the name this value would get
         (another function of the graph folded the same stack: ``main`` and ``decode`` of a causal
         LM), so the weight is stored once."""
-        base = ".".join((k.source or "constant", *(k.suffixes if len(k.suffixes) <= _MAX_NAME_SUFFIXES
-                                                    else ("folded",))))
-        for name in (hint, base):
+        for name in (hint, _derived_name(k)):
             w = graph.weights.get(name) if name else None
             if (isinstance(w, np.ndarray) and w.shape == array.shape and w.dtype == array.dtype
                     and np.array_equal(w, array)):
@@ -194,9 +192,7 @@ class FoldConstants(Pass):
         taken = set(graph.weights) | set(graph.params())
         if hint and not hint[0].isdigit() and hint not in taken:
             return hint  # a name a pass gave the value (e.g. experts.gate_proj.weight for a stack)
-        base = k.source or "constant"
-        suffixes = k.suffixes if len(k.suffixes) <= _MAX_NAME_SUFFIXES else ("folded",)
-        name = ".".join((base, *suffixes))
+        name = _derived_name(k)
         if name not in taken:
             return name
         n = 1
@@ -204,3 +200,8 @@ class FoldConstants(Pass):
             n += 1
         return f"{name}.{n}"
 
+
+def _derived_name(k: _Known) -> str:
+    """``lm_head.weight.T``: the weight it came from and the ops applied (``folded`` past a few)."""
+    suffixes = k.suffixes if len(k.suffixes) <= _MAX_NAME_SUFFIXES else ("folded",)
+    return ".".join((k.source or "constant", *suffixes))
