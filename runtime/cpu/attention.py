@@ -98,10 +98,10 @@ def _scores4x4(q, k, b, hs, ps, kh, j, L, D):
 
 
 @njit(fastmath=FAST, cache=True)
-def _attend_block(q, k, v, mask, ms, has_mask, causal, scale, b, kh, r0, r1, scores, acc, out):
-    """Rows r0..r1 (at most 4) of KV head ``kh``'s query rows in batch ``b``."""
+def _attend_block(q, k, v, L, mask, ms, has_mask, causal, scale, b, kh, r0, r1, scores, acc, out):
+    """Rows r0..r1 (at most 4) of KV head ``kh``'s query rows in batch ``b``, over keys 0..L."""
     Hq, S, D = q.shape[1], q.shape[2], q.shape[3]
-    Hkv, L, Dv = k.shape[1], k.shape[2], v.shape[3]
+    Hkv, Dv = k.shape[1], v.shape[3]
     group = Hq // Hkv
     neg_inf = -np.inf
     zero = q.dtype.type(0.0)
@@ -182,7 +182,7 @@ def _attend_block(q, k, v, mask, ms, has_mask, causal, scale, b, kh, r0, r1, sco
 
 
 @njit(fastmath=FAST, cache=True)
-def _attend_items(q, k, v, mask, ms, has_mask, causal, scale, lo, hi, out):
+def _attend_items(q, k, v, L, mask, ms, has_mask, causal, scale, lo, hi, out):
     """Work items lo..hi: (batch, KV head, block of ROWS query rows)."""
     Hq, S = q.shape[1], q.shape[2]
     Hkv, Dv = k.shape[1], v.shape[3]
@@ -195,15 +195,17 @@ def _attend_items(q, k, v, mask, ms, has_mask, causal, scale, lo, hi, out):
         kh = (item // blocks) % Hkv
         b = item // (blocks * Hkv)
         r0 = blk * ROWS
-        _attend_block(q, k, v, mask, ms, has_mask, causal, scale, b, kh, r0, min(r0 + ROWS, rows), scores, acc,
+        _attend_block(q, k, v, L, mask, ms, has_mask, causal, scale, b, kh, r0, min(r0 + ROWS, rows), scores, acc,
                       out)
 
 
 @njit(parallel=prange_only(), fastmath=FAST, cache=True)
-def attention(q, k, v, mask, mask_strides, has_mask, causal, scale, chunks, out):
+def attention(q, k, v, L, mask, mask_strides, has_mask, causal, scale, chunks, out):
     """``out[b, h, i] = softmax(q[b, h, i] . k[b, h // group]^T * scale + mask) @ v[b, h // group]``.
 
-    ``q [B, Hq, S, D]``, ``k [B, Hkv, L, D]``, ``v [B, Hkv, L, Dv]``, ``out [B, Hq, S, Dv]``;
+    ``q [B, Hq, S, D]``, ``k [B, Hkv, >=L, D]``, ``v [B, Hkv, >=L, Dv]``, ``out [B, Hq, S, Dv]``;
+    the first ``L`` keys and values are read (a KV cache's buffer may hold more positions: passing
+    the whole buffer keeps the arrays C-contiguous, which Numba compiles into vector code);
     ``mask`` is a flat additive mask (0 = attend, -inf = masked) addressed with element strides
     ``mask_strides`` over (b, h, i, j) (0 for broadcast dims); ``causal`` lets row ``i`` see keys
     ``j <= i + (L - S)``. A row that sees no key gets zeros. The work items are cut into
@@ -214,10 +216,10 @@ def attention(q, k, v, mask, mask_strides, has_mask, causal, scale, chunks, out)
     items = B * Hkv * (((Hq // Hkv) * S + ROWS - 1) // ROWS)
     chunks = max(1, min(chunks, items))
     if chunks == 1:
-        _attend_items(q, k, v, mask, mask_strides, has_mask, causal, scale, 0, items, out)
+        _attend_items(q, k, v, L, mask, mask_strides, has_mask, causal, scale, 0, items, out)
         return
     for c in prange(chunks):
-        _attend_items(q, k, v, mask, mask_strides, has_mask, causal, scale,
+        _attend_items(q, k, v, L, mask, mask_strides, has_mask, causal, scale,
                       (items * c) // chunks, (items * (c + 1)) // chunks, out)
 
 

@@ -384,59 +384,79 @@ def _run_items(fn, bits, S, has_m, i8c, qs, d16, m16, scale, qs2, d162, m162, sc
                     out[r, c] += bias[c]
 
 
+# ---------------------------------------------------------------------------------------------
+# Python entry points
+
+_NO_BIAS = np.zeros(0, np.float32)
+
+
 @njit(parallel=prange_only(), cache=True)
-def grouped_qmatmul(fn, bits, S, has_m, i8c, qs, d16, m16, scale, qs2, d162, m162, scale2, ngE, nlastE, nsub, K,
-                    xq, xd, xc, xm, offsets, bias, act, threads, tmp, out):
+def qmatmul_rows(fn, bits, S, has_m, i8c, cmul, qs, d16, m16, scale, qs2, d162, m162, scale2, ngE, nlastE, nsub,
+                 x, offsets, bias, act, threads, out):
     """``out[r] = x[r] @ w[e].T`` (+ bias, or ``act(x w_gate^T) * (x w_up^T)`` when ``act``) for
-    the rows of each expert ``e`` (``offsets``), from the quantized rows ``xq, xd, xc, xm``, in
-    ``threads`` contiguous runs of items. Returns 0, or -1 when ``offsets`` do not rise from 0 to the row count (nothing written)."""
-    if not offsets_partition(offsets, xq.shape[0]):
+    the rows of each expert ``e`` (``offsets``; empty: one group of all rows, ``sc.linear``).
+
+    One compiled call from Python (at one token a quantized linear is a few microseconds of
+    work; the Python glue of separate quantize and matmul calls cost as much): the rows are
+    quantized (``_quant_row``; on threads from ``PARALLEL_QUANT`` elements), then the work items
+    (expert, ``ITEM_GROUPS`` row groups) run in ``threads`` contiguous runs of equal cost. Returns 0, or -1 when ``offsets`` do not rise from 0 to the row count (nothing
+    written)."""
+    M, K = x.shape
+    offs = offsets
+    if offsets.size == 0:
+        offs = np.zeros(2, np.int64)
+        offs[1] = M
+    if not offsets_partition(offs, M):
         return -1
+    xq = np.empty((M, nsub * 32), np.int8)
+    xd = np.empty((M, nsub), np.float32)
+    xc = np.empty((M, nsub), np.int32)
+    xm = np.empty((M, nsub // S) if has_m else (1, 1), np.float32)
+    xs = np.empty((M, nsub), np.int32)
+    if M * K < PARALLEL_QUANT:
+        for r in range(M):
+            _quant_row(x, r, nsub, S, cmul, has_m, xq, xd, xc, xm, xs)
+    else:
+        for r in prange(M):
+            _quant_row(x, r, nsub, S, cmul, has_m, xq, xd, xc, xm, xs)
+    tmp = np.empty(out.shape if act != ACT_NONE else (1, 1), np.float32)
     blocks = (ngE + ITEM_GROUPS - 1) // ITEM_GROUPS
-    item_group, item_block, cost_end, total = group_items(offsets, blocks, 1 << 62)  # every non-empty expert
+    item_group, item_block, cost_end, total = group_items(offs, blocks, 1 << 62)  # every non-empty expert
     n_items = item_group.size
     if total * ITEM_GROUPS * 16 * K < SERIAL_WORK:
         threads = 1
     threads = max(1, min(threads, n_items))
     if threads == 1:
         _run_items(fn, bits, S, has_m, i8c, qs, d16, m16, scale, qs2, d162, m162, scale2, ngE, nlastE, nsub,
-                   xq, xd, xc, xm, offsets, bias, act, item_group, item_block, 0, n_items, tmp, out)
+                   xq, xd, xc, xm, offs, bias, act, item_group, item_block, 0, n_items, tmp, out)
         return 0
     first = split_by_cost(cost_end, total, threads)
     for th in prange(threads):
         _run_items(fn, bits, S, has_m, i8c, qs, d16, m16, scale, qs2, d162, m162, scale2, ngE, nlastE, nsub,
-                   xq, xd, xc, xm, offsets, bias, act, item_group, item_block, first[th], first[th + 1], tmp, out)
+                   xq, xd, xc, xm, offs, bias, act, item_group, item_block, first[th], first[th + 1], tmp, out)
     return 0
 
 
-# ---------------------------------------------------------------------------------------------
-# Python entry points
-
-_NO_BIAS = np.zeros(0, np.float32)
-_NO_TMP = np.zeros((1, 1), np.float32)
+_NO_OFFSETS = np.zeros(0, np.int64)
 
 
-def qmatmul(fn: int, x: np.ndarray, w: Prepared, w2: Prepared | None, offsets: np.ndarray, bias, act: int,
+def qmatmul(fn: int, x: np.ndarray, w: Prepared, w2: Prepared | None, offsets, bias, act: int,
             out: np.ndarray) -> bool:
     """``out`` (f32 ``[M, N]``) from f32 rows ``x [M, K]`` and the prepared weight(s); ``fn`` the
-    kernel address (``kernel_address``; 0: generic). False if ``offsets`` are malformed."""
-    bits, S, has_m, i8c, _ = w.codes
-    M = x.shape[0]
-    if M == 0:
-        return bool(offsets[0] == 0 and offsets[-1] == 0 and np.all(offsets[1:] >= offsets[:-1]))
-    xq, xd, xc, xm = quantize_activations(x, w.fmt, w.nsub)
-    gated = act != ACT_NONE
-    v = w2 if gated else w
-    tmp = np.empty(out.shape, np.float32) if gated else _NO_TMP
-    r = grouped_qmatmul(fn, bits, S, has_m, i8c, w.qs, w.d, w.m, w.scale, v.qs, v.d, v.m, v.scale, w.ng, w.nlast,
-                        w.nsub, w.K, xq, xd, xc, xm, offsets, _NO_BIAS if bias is None else bias, act,
-                        numba.get_num_threads(), tmp, out)
-    return r == 0
+    kernel address (``kernel_address``; 0: generic); ``offsets`` None: one group of all rows.
+    False if ``offsets`` are malformed."""
+    bits, S, has_m, i8c, cmul = w.codes
+    if x.shape[0] == 0:
+        return offsets is None or bool(offsets[0] == 0 and offsets[-1] == 0 and np.all(offsets[1:] >= offsets[:-1]))
+    v = w2 if act != ACT_NONE else w
+    return qmatmul_rows(fn, bits, S, has_m, i8c, cmul, w.qs, w.d, w.m, w.scale, v.qs, v.d, v.m, v.scale, w.ng,
+                        w.nlast, w.nsub, x, _NO_OFFSETS if offsets is None else offsets,
+                        _NO_BIAS if bias is None else bias, act, numba.get_num_threads(), out) == 0
 
 
 def linear(fn: int, x: np.ndarray, w: Prepared, bias, out: np.ndarray) -> None:
     """``out = x @ w.T (+ bias)`` for f32 ``x [M, K]`` and a prepared ``[N, K]`` weight."""
-    qmatmul(fn, x, w, None, np.array([0, x.shape[0]], np.int64), bias, ACT_NONE, out)
+    qmatmul(fn, x, w, None, None, bias, ACT_NONE, out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,21 @@ def _mask_operand(mask: np.ndarray, ct):
     return add.reshape(-1), strides
 
 
+def _positions_view(a: np.ndarray) -> np.ndarray:
+    """``a [B, H, L, D]`` as a C-contiguous ``[B, H, T, D]`` array whose first ``L`` positions are
+    ``a``: ``a`` itself, or, when ``a`` is ``buf[:, :, :L]`` of a contiguous buffer (the KV cache
+    views ``generate`` passes), ``buf``; otherwise a C-contiguous copy. Numba compiles strided
+    arrays into scalar code: the attention kernel was 2-10x slower on cache views."""
+    if a.flags.c_contiguous:
+        return a
+    buf = a.base
+    if isinstance(buf, np.ndarray) and buf.ndim == 4 and buf.flags.c_contiguous and buf.strides == a.strides \
+            and buf.shape[:2] == a.shape[:2] and buf.shape[3] == a.shape[3] and buf.dtype == a.dtype \
+            and a.__array_interface__["data"][0] == buf.__array_interface__["data"][0]:
+        return buf
+    return np.ascontiguousarray(a)
+
+
 @cpu_lowering("sc.attention")
 def lower_attention(op) -> Kernel:
     q_t = op.operands[0].type
@@ -48,7 +63,9 @@ def lower_attention(op) -> Kernel:
         scale = ct(scale_attr) if scale_attr else ct(1.0 / math.sqrt(q.shape[3]))
         flat, strides = _mask_operand(mask, ct) if has_mask else (no_mask, _NO_STRIDES)
         res = out if native else np.empty(out.shape, ct)
-        A.attention(q, k, v, flat, strides, has_mask, causal, scale, A.attention_chunks(q.shape, k.shape, v.shape),
+        L = k.shape[2]
+        chunks = A.attention_chunks(q.shape, k.shape, v.shape)
+        A.attention(q, _positions_view(k), _positions_view(v), L, flat, strides, has_mask, causal, scale, chunks,
                     res)
         if not native:
             out[...] = res

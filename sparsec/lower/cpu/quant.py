@@ -56,6 +56,21 @@ def _prepared(op, w, t: QuantType) -> Q.Prepared:
     return Q.prepare(w)
 
 
+class _LastWeight:
+    """The prepared form of the last weight object a kernel saw: a step is called with the same
+    weight every time, so the checks of ``_prepared`` run once, not per call."""
+    __slots__ = ("op", "t", "w", "p")
+
+    def __init__(self, op, t: QuantType):
+        self.op, self.t, self.w, self.p = op, t, None, None
+
+    def __call__(self, w) -> Q.Prepared:
+        if w is not self.w:
+            self.p = _prepared(self.op, w, self.t)
+            self.w = w
+        return self.p
+
+
 def _impl(isa: str) -> str:
     return "numba" if isa == "generic" else "llvm"
 
@@ -70,10 +85,12 @@ def lower_linear(op) -> Kernel:
     isa, fn = _path(op, fmt)
     native = dtype == F32
 
+    prep = _LastWeight(op, w_t)
+
     def run(x, w, *rest):
         bias, out = (rest[0], rest[1]) if has_bias else (None, rest[0])
-        p = _prepared(op, w, w_t)
-        x2, out2 = _rows(x), _rows(out)
+        p = prep(w)
+        x2, out2 = (x, out) if x.ndim == 2 else (_rows(x), _rows(out))
         if not native:
             x2 = x2.astype(F32)
             bias = None if bias is None else bias.astype(F32)
@@ -106,19 +123,21 @@ def lower_grouped(op, act: int) -> Kernel:
         return ValueError(f"{op.describe()}: offsets must rise from 0 to {rows} (the row count), "
                           f"got {offsets.tolist()}")
 
+    prep, prep2 = _LastWeight(op, w_t), (_LastWeight(op, w2_t) if gated else None)
+
     def run(x, w, *rest):
         w2, offsets, out = rest if gated else (None,) + rest
         offsets = as_i64(offsets)
-        p = _prepared(op, w, w_t)
+        p = prep(w)
         if not native:
             x = x.astype(F32)
         res = out if native else np.empty(out.shape, F32)
         if same:
-            ok = Q.qmatmul(fn, x, p, _prepared(op, w2, w2_t) if gated else None, offsets, None, act, res)
+            ok = Q.qmatmul(fn, x, p, prep2(w2) if gated else None, offsets, None, act, res)
         else:  # gate and up in different formats: two products, then the epilogue
             ok = Q.qmatmul(fn, x, p, None, offsets, None, L.ACT_NONE, res)
             up = np.empty(res.shape, F32)
-            ok = ok and Q.qmatmul(fn2, x, _prepared(op, w2, w2_t), None, offsets, None, L.ACT_NONE, up)
+            ok = ok and Q.qmatmul(fn2, x, prep2(w2), None, offsets, None, L.ACT_NONE, up)
             if ok:
                 L.gated_epilogue(res, up, act)
         if not ok:
