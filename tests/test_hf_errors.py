@@ -114,6 +114,9 @@ def test_unsupported_sliding_window_and_clip_qkv(tmp_path):
                "sliding_window": 16, "max_position_embeddings": 128}
     with pytest.raises(HFConfigError, match=r"sliding_window = 16"):
         sc.load_hf(write(tmp_path / "m", mixtral))
+    mistral = {**CONFIG, "model_type": "mistral", "sliding_window": 16, "max_position_embeddings": 128}
+    with pytest.raises(HFConfigError, match=r"sliding_window = 16"):
+        sc.load_hf(write(tmp_path / "mi", mistral))
     olmoe = {**CONFIG, "model_type": "olmoe", "num_experts": 4, "num_experts_per_tok": 2, "clip_qkv": 8.0}
     with pytest.raises(HFConfigError, match=r"clip_qkv = 8.0 is not supported"):
         sc.load_hf(write(tmp_path / "o", olmoe))

@@ -22,6 +22,7 @@ CONFIGS = {
                                   rope_theta=10000.0)),
     "llama-linear": ("LlamaConfig", dict(rope_scaling={"rope_type": "linear", "factor": 4.0}, attention_bias=True,
                                          mlp_bias=True)),
+    "mistral": ("MistralConfig", dict(sliding_window=None, head_dim=16)),                    # LLaVA's other LM
     "qwen2": ("Qwen2Config", dict(rope_theta=1000.0)),                                       # q/k/v bias
     "qwen3": ("Qwen3Config", dict(head_dim=16, tie_word_embeddings=True)),                   # QK-norm, tied
     "mixtral": ("MixtralConfig", dict(num_local_experts=4, num_experts_per_tok=2)),          # w1/w3/w2 names
