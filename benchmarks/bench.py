@@ -31,6 +31,7 @@ import sparsec as sc  # noqa: E402
 from activation_sparsity_case import bench_activation_sparsity  # noqa: E402
 from llamacpp_case import bench_llamacpp  # noqa: E402
 from quant_case import bench_quant_gemv, bench_quant_moe  # noqa: E402
+from vit_case import bench_vit  # noqa: E402
 
 
 # -- cases ---------------------------------------------------------------------------------------
@@ -319,9 +320,13 @@ def bench_llama(args, limits):
     bench_llamacpp(args, limits, row=row)
 
 
+def bench_vit_b16(args, limits):
+    bench_vit(args, limits, row=row)
+
+
 CASES = {"mlp": bench_mlp, "moe": bench_moe, "moe-finegrained": bench_moe_finegrained,
          "activation-sparsity": bench_sparsity, "quant": bench_quant, "overhead": bench_overhead, "demo": bench_demo,
-         "llamacpp": bench_llama}
+         "llamacpp": bench_llama, "vit": bench_vit_b16}
 
 
 def main():

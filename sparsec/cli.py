@@ -179,8 +179,12 @@ def _write_ir_and_weights(output: str, text: str, g) -> None:
 
 @main.command(name="compile")
 @click.argument("model", type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .spc file to write.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="The .spc file to write (required unless --emit-ptx).")
 @click.option("--target", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--emit-ptx", "emit_ptx", type=click.Path(file_okay=False), default=None,
+              help="With --target cuda: write the PTX of every kernel (sm_90) into this folder and assemble each "
+                   "with ptxas when the CUDA toolkit is installed; needs no GPU.")
 @click.option("--quantize", type=click.Choice(["int8", "q8_0", "q4_0", "int4"]), default=None,
               help="Quantize the matmul weights (appends quantize{mode=MODE}; routers and lm_head stay fp32). "
                    "Prints per-layer bytes and errors and the accuracy against fp32.")
@@ -190,7 +194,8 @@ def _write_ir_and_weights(output: str, text: str, g) -> None:
 @click.option("--print-ir-after-all", is_flag=True, help="Print the IR after every pass (stderr).")
 @click.option("--dump-dir", type=click.Path(file_okay=False), help="Write numbered IR files, one per pass.")
 @click.option("--threads", type=int, default=None, help="Threads for the kernels (default: all cores).")
-def compile_cmd(model, output, target, quantize, accuracy_samples, pipeline, print_ir_after_all, dump_dir, threads):
+def compile_cmd(model, output, target, emit_ptx, quantize, accuracy_samples, pipeline, print_ir_after_all, dump_dir,
+                threads):
     """Compile MODEL (IR text .mlir with its .safetensors weights, or a Hugging Face folder with
     config.json and *.safetensors) into OUT.spc.
 
@@ -200,10 +205,18 @@ def compile_cmd(model, output, target, quantize, accuracy_samples, pipeline, pri
       sparsec compile ./Qwen3-0.6B -o qwen3.spc      (then: sparsec generate qwen3.spc --ids 1,2,3)
       sparsec compile model.mlir -o model.q8.spc --quantize q8_0
       sparsec compile model.mlir -o model.q4.spc -p "default,quantize{mode=int4,group=128,skip=none}"
+      sparsec compile model.mlir --target cuda --emit-ptx ptx/     (PTX per kernel, no GPU needed)
     """
     import time
     from .compiler import compile as sc_compile
-    if not output.endswith(".spc"):
+    if emit_ptx is not None and target != "cuda":
+        raise SparsecError("--emit-ptx needs --target cuda")
+    if output is None and emit_ptx is None:
+        raise SparsecError("missing -o OUT.spc (the artifact to write)")
+    if output is not None and target == "cuda":
+        from .compiler import require_cuda
+        require_cuda("sparsec compile: target 'cuda'")  # before the passes: fail fast, say what to do
+    if output is not None and not output.endswith(".spc"):
         raise SparsecError(f"{output}: the output must be a .spc file")
     if os.path.isdir(model):  # Hugging Face folder: compile the module (a causal LM gets its decode step)
         g, specs = _load_hf_folder(model)
@@ -211,8 +224,14 @@ def compile_cmd(model, output, target, quantize, accuracy_samples, pipeline, pri
         g, specs = _load_model(model), ()
     t0 = time.perf_counter()
     cm = sc_compile(g, *specs, target=target, quantize=quantize, pipeline=pipeline, threads=threads,
-                    print_ir_after_all=print_ir_after_all, dump_dir=dump_dir, accuracy_samples=accuracy_samples)
+                    print_ir_after_all=print_ir_after_all, dump_dir=dump_dir, accuracy_samples=accuracy_samples,
+                    emit_ptx=emit_ptx, warmup=output is not None)
     seconds = time.perf_counter() - t0
+    if emit_ptx is not None:
+        from .runtime.cuda.ptx import format_ptx_report
+        click.echo(format_ptx_report(cm.report["ptx"], emit_ptx), err=True)
+        if output is None:
+            return
     cm.save(output)
     n = sum(len(ex.plan.steps) for ex in cm.executables.values())
     click.echo(f"passes ({cm.pipeline}):\n{cm.report['passes']}", err=True)
@@ -268,16 +287,24 @@ def run(artifact, inputs, output, threads):
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--ids", required=True, help="Prompt token ids, comma separated.")
 @click.option("--max-new-tokens", type=int, default=16, show_default=True)
+@click.option("--pixel-values", "pixel_values", type=click.Path(dir_okay=False), default=None,
+              help="A vision-language model's image (.npy, [1, C, H, W] float32, normalized as its processor does).")
 @click.option("--threads", type=int, default=None)
-def generate(artifact, ids, max_new_tokens, threads):
+def generate(artifact, ids, max_new_tokens, pixel_values, threads):
     """Greedy decoding from a compiled causal LM; prints the token ids."""
     import numpy as np
     try:
         prompt = np.array([[int(t) for t in ids.split(",") if t.strip()]], np.int64)
     except ValueError:
         raise SparsecError(f"--ids {ids!r}: expected comma-separated integers") from None
+    image = None
+    if pixel_values is not None:
+        try:
+            image = np.load(pixel_values, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise SparsecError(f"--pixel-values: cannot read {pixel_values}: {e}") from None
     cm = _load_compiled(artifact, threads)
-    out = cm.generate(prompt, max_new_tokens)
+    out = cm.generate(prompt, max_new_tokens, pixel_values=image)
     click.echo(",".join(str(int(t)) for t in out[0]))
 
 

@@ -55,11 +55,13 @@ class CompiledModel:
         return f"<CompiledModel {self.target} ({ins}) pipeline={self.pipeline!r}>"
 
     # -- generation ------------------------------------------------------------------------
-    def generate(self, input_ids, max_new_tokens: int) -> np.ndarray:
+    def generate(self, input_ids, max_new_tokens: int, pixel_values=None) -> np.ndarray:
         """Greedy decoding: appends ``max_new_tokens`` argmax tokens to ``input_ids`` int64
-        ``[batch, seq]`` and returns ``[batch, seq + max_new_tokens]``."""
+        ``[batch, seq]`` and returns ``[batch, seq + max_new_tokens]``. ``pixel_values``: the
+        image of a vision-language model (LLaVA), read by the prompt step only."""
         from .runtime.generate import generate
-        return generate(self, input_ids, max_new_tokens)
+        extra = None if pixel_values is None else {"pixel_values": pixel_values}
+        return generate(self, input_ids, max_new_tokens, extra)
 
     # -- artifact --------------------------------------------------------------------------
     def save(self, path: str) -> None:
@@ -136,22 +138,81 @@ def add_decode_function(graph: Graph, model) -> None:
         graph.weights.setdefault(k, w)
 
 
+class _PrefillStep(_DecodeStep):
+    """Traces ``model.forward_prefill`` (the prompt step with the main function's extra inputs)."""
+
+    def forward(self, *args):
+        return self.model.forward_prefill(*args)
+
+    __call__ = forward
+
+
+def add_prefill_function(graph: Graph, model) -> None:
+    """For a model whose prompt step takes more than token ids (a vision-language model:
+    ``forward_prefill(pixel_values, input_ids, positions, *caches)``), add function ``prefill``:
+    the main function's inputs, ``positions``, then the caches of ``decode`` (their ``batch`` is
+    the main function's); outputs as ``decode``. ``generate`` runs it for the prompt."""
+    from .frontend.tracer import TensorSpec, trace
+    from .runtime.generate import PREFILL
+    main = graph.main
+    names = main.input_names()
+    if "input_ids" not in names:
+        raise CompileError(f"{type(model).__name__}: forward_prefill needs an input named 'input_ids' in the main "
+                           f"function (inputs: {', '.join(map(str, names))})")
+    ids = main.args[names.index("input_ids")].type
+    specs = [TensorSpec(a.type.shape, a.type.dtype, name=n) for a, n in zip(main.args, names)]
+    specs.append(TensorSpec((ids.shape[1],), "int64", name="positions"))
+    specs += [TensorSpec(tuple(ids.shape[0] if d == "batch" else d for d in shape), dt, name=name)
+              for name, shape, dt in model.cache_layout()]
+    g = trace(_PrefillStep(model), *specs, name=PREFILL)
+    graph.add_function(g.functions[PREFILL])
+    for k, w in g.weights.items():
+        graph.weights.setdefault(k, w)
+
+
 def lower_all(graph: Graph, target: str) -> dict:
-    """An ``Executable`` per function; the decode function's caches are donated (updated in place)."""
+    """An ``Executable`` per function; the caches of the decode and prefill functions are donated
+    (updated in place)."""
     from .lower import lower_function
-    from .runtime.executable import Executable
-    from .runtime.generate import DECODE, is_cache_input
+    from .runtime.generate import DECODE, PREFILL, is_cache_input
     out = {}
+    shared: dict = {}
     for name, fn in graph.functions.items():
-        donate = {n for n in fn.input_names() if is_cache_input(n)} if name == DECODE else set()
-        out[name] = Executable(lower_function(graph, name, target, donate=donate))
+        donate = {n for n in fn.input_names() if is_cache_input(n)} if name in (DECODE, PREFILL) else set()
+        out[name] = _executable(lower_function(graph, name, target, donate=donate), target, graph, shared)
     return out
+
+
+def _executable(plan, target: str, graph: Graph, shared: dict):
+    """The target's executable for ``plan``; CUDA: the model's weights are uploaded once, shared
+    by its functions (``shared["weights"]``)."""
+    if target == "cuda":
+        from .runtime.cuda.device import DeviceWeights
+        from .runtime.cuda.executable import CudaExecutable
+        if "weights" not in shared:
+            shared["weights"] = DeviceWeights(graph.weights)
+        return CudaExecutable(plan, shared["weights"])
+    from .runtime.executable import Executable
+    return Executable(plan)
+
+
+def require_cuda(what: str) -> str:
+    """The CUDA device's description, or a ``CompileError`` saying there is none and what to do
+    (the simulator, ``--emit-ptx``, or the CPU target)."""
+    try:
+        from .runtime.cuda.device import NoCudaDevice, require_device
+    except ImportError as e:
+        raise CompileError(f"{what}: the CUDA target needs numba-cuda ({e}); pip install 'sparsec[cuda]'") from None
+    try:
+        return require_device(what)
+    except NoCudaDevice as e:
+        raise CompileError(str(e)) from None
 
 
 def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pipeline: str = "default",
             threads: int | None = None, progress: bool | None = None, verify_each: bool = False,
             print_ir_after_all: bool = False, dump_dir: str | None = None, warmup: bool = True,
-            accuracy_samples: int = 4) -> CompiledModel:
+            accuracy_samples: int = 4, emit_ptx: str | None = None) -> CompiledModel:
     """Compile ``model`` (an ``sc.nn.Module``, a function, an ``sc.Graph`` or an ``.mlir``
     path) for ``target``.
 
@@ -166,6 +227,11 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
     bytes before/after, weight error) and an accuracy report against the fp32 model on
     ``accuracy_samples`` random input batches (the fp32 graph run by the reference interpreter;
     0 skips it); ``sparsec.quant.report.format_quantization`` prints both.
+
+    ``target="cuda"`` needs a GPU numba.cuda can use, or its simulator (``NUMBA_ENABLE_CUDASIM=1``);
+    ``emit_ptx=DIR`` (CUDA only) writes the PTX of every kernel for sm_90 into DIR (and checks
+    it with ptxas when the toolkit is installed; ``report["ptx"]``) and needs no device: without
+    one the model is returned uncompiled for the device (calling it raises).
     """
     from .passes import PASSES, PassManager, parse_pipeline
     if target not in TARGETS:
@@ -173,9 +239,8 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
     if quantize not in QUANT_MODES:
         raise CompileError(f"unknown quantize mode {quantize!r}; expected one of "
                            f"{', '.join(str(m) for m in QUANT_MODES)}")
-    if target == "cuda":
-        raise CompileError("target 'cuda' is not available in this build yet (the CUDA backend is a separate "
-                           "piece of work); use target='cpu'")
+    if target == "cuda" and emit_ptx is None:
+        require_cuda("sc.compile(target='cuda')")
     passes = parse_pipeline(pipeline)
     quant_passes = [p for p in passes if p.name == "quantize"]
     if quantize is not None:
@@ -191,6 +256,8 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
     graph = to_graph(model, specs)
     if hasattr(model, "forward_cached") and hasattr(model, "cache_layout"):
         add_decode_function(graph, model)
+        if hasattr(model, "forward_prefill"):
+            add_prefill_function(graph, model)
     times["trace"] = time.perf_counter() - t0
     reference = None
     if quant_passes and accuracy_samples > 0:
@@ -206,6 +273,14 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
     t0 = time.perf_counter()
     executables = lower_all(graph, target)
     times["lower"] = time.perf_counter() - t0
+    ptx_report = None
+    if emit_ptx is not None:
+        if target != "cuda":
+            raise CompileError(f"emit_ptx is for target='cuda', not {target!r}")
+        from .runtime.cuda.device import availability
+        from .runtime.cuda.ptx import emit_ptx as write_ptx
+        ptx_report = write_ptx([ex.plan for ex in executables.values()], emit_ptx)
+        warmup = warmup and availability()[0]
 
     t0 = time.perf_counter()
     from .runtime import kernel_stats
@@ -226,15 +301,20 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
         "kernels": {name: ex.plan.kernel_counts() for name, ex in executables.items()},
         "kernel_cache": {k: after.get(k, 0) - before.get(k, 0) for k in after},
     }
+    if ptx_report is not None:
+        report["ptx"] = ptx_report
     mode = quantize or (quant_passes[-1].mode if quant_passes else None)
     cm = CompiledModel(graph, executables, target, pm.pipeline, mode, report)
     if quant_passes:
-        report["quantization"] = _quantization_report(pm, reference, cm, accuracy_samples, times)
+        report["quantization"] = _quantization_report(pm, reference, cm, accuracy_samples, times,
+                                                      getattr(model, "sample_inputs", None))
     return cm
 
 
-def _quantization_report(pm, reference, cm, samples: int, times: dict) -> dict:
-    """The quantize pass's per-layer table, and the accuracy against fp32 (see ``compile``)."""
+def _quantization_report(pm, reference, cm, samples: int, times: dict, model_samples=None) -> dict:
+    """The quantize pass's per-layer table, and the accuracy against fp32 (see ``compile``). A
+    model with ``sample_inputs(samples)`` (LLaVA: prompts with the right number of image tokens)
+    supplies the inputs; otherwise they are random from the signature."""
     from .quant.report import accuracy_report, quantization_layers, quantization_sources, sample_inputs
     layers, skipped = quantization_layers(pm.report)
     sources = quantization_sources(pm.report, drop=True)  # fp32 arrays: used below, then released
@@ -244,7 +324,7 @@ def _quantization_report(pm, reference, cm, samples: int, times: dict) -> dict:
         return out
     t0 = time.perf_counter()
     try:
-        inputs = sample_inputs(reference, samples)
+        inputs = model_samples(samples) if model_samples is not None else sample_inputs(reference, samples)
         out["accuracy"] = accuracy_report(reference, cm, inputs, fp32_weights=sources)
     except SparsecError as e:  # inputs that cannot be made up (e.g. integer inputs other than token ids)
         out["accuracy_note"] = f"accuracy not measured: {e}"
@@ -269,6 +349,8 @@ def load(path: str, threads: int | None = None, warmup: bool = True) -> Compiled
     if threads is not None:
         set_threads(threads)
     t0 = time.perf_counter()
+    if manifest.get("target") == "cuda":
+        require_cuda(f"sc.load({path!r}): the artifact is compiled for target 'cuda'")
     executables = lower_all(graph, manifest.get("target", "cpu"))
     for ex in executables.values():
         if warmup:

@@ -87,10 +87,12 @@ def test_graphs_rejects_unknown_ops():
 
 
 def test_shrinking_gives_a_small_graph():
-    """A property failing on any graph with a sc.mul shrinks to very few ops."""
-    g = find(sct.graphs(max_ops=12), lambda g: any(op.name == "sc.mul" for op in g.walk()),
+    """A property failing on any graph with a top-level sc.mul shrinks to very few ops. (Top level:
+    with ``walk()`` an ``sc.fused`` region holding a mul also counts, and the shrinker can stop at
+    a local minimum around such a region, which depends on the list of ops drawn from.)"""
+    g = find(sct.graphs(max_ops=12), lambda g: any(op.name == "sc.mul" for op in g.main.ops),
              settings=settings(max_examples=500, database=None, derandomize=True))
-    assert sum(1 for op in g.walk() if op.name not in ("sc.constant", "func.return")) <= 3, str(g)
+    assert sum(1 for op in g.main.ops if op.name not in ("sc.constant", "func.return")) <= 3, str(g)
 
 
 # -- the equivalence checker ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ from sparsec.onnx.node_table import unsupported_reason  # noqa: E402
 
 #: the default run: representative node tests of the converted ops
 CURATED = (
-    "test_abs", "test_add_bcast", "test_sub_bcast", "test_mul_uint8", "test_div_int32_trunc", "test_pow_types_int64_float32",
+    "test_abs", "test_conv_with_strides_and_asymmetric_padding", "test_conv_with_autopad_same", "test_add_bcast", "test_sub_bcast", "test_mul_uint8", "test_div_int32_trunc", "test_pow_types_int64_float32",
     "test_argmax_keepdims_example_select_last_index", "test_argmin_negative_axis_keepdims_random",
     "test_attention_3d_gqa_causal", "test_attention_4d_with_past_and_present", "test_attention_4d_attn_mask_bool",
     "test_attention_4d_softcap", "test_attention_4d_with_qk_matmul_bias",

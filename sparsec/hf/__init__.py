@@ -73,8 +73,11 @@ def load_hf(path: str, dtype: str | None = None):
 
 def input_specs(model) -> list:
     """The ``TensorSpec``s to compile a loaded model with: ``input_ids`` ``("batch", "seq")`` int64
-    for causal LMs; ``input_ids``, ``attention_mask``, ``token_type_ids`` for encoders."""
+    for causal LMs; ``input_ids``, ``attention_mask``, ``token_type_ids`` for encoders; a model that
+    defines ``input_specs()`` (vision encoders: ``pixel_values``; LLaVA) gives its own."""
     from ..frontend.tracer import TensorSpec
+    if callable(getattr(model, "input_specs", None)):
+        return list(model.input_specs())
     names = ["input_ids"]
     if getattr(model, "is_encoder", False) or type(model).__name__ == "BertModel":
         names += ["attention_mask", "token_type_ids"]

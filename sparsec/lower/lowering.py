@@ -16,9 +16,12 @@ def lower_function(graph: Graph, function: str | None = None, target: str = "cpu
     ``donate`` names inputs whose arrays the caller hands over: a ``sc.kv_write`` that is the
     only user of a donated cache updates it in place (its result aliases the input).
     """
+    if target == "cuda":  # the CUDA rules and plan builder: sparsec.lower.cuda
+        from .cuda.plan import lower_function_cuda
+        return lower_function_cuda(graph, function, fallback, donate)
     if target != "cpu":
         from .cpu import LoweringError
-        raise LoweringError(f"target {target!r} has no lowering here (available: cpu)")
+        raise LoweringError(f"target {target!r} has no lowering here (available: cpu, cuda)")
     from .cpu import LoweringError, has_cpu_lowering, lower_op
     fn = graph.functions[function] if function else graph.main
     slots: list[Slot] = []

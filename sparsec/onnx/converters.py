@@ -653,21 +653,10 @@ def _hardmax(ctx, node, ins, a):
 
 @converter("CumSum")
 def _cumsum(ctx, node, ins, a):
-    """A matmul with a triangular matrix of ones along a static axis."""
+    """``sc.cumsum`` (the same ``exclusive``/``reverse`` semantics), along any axis, symbolic too."""
     x = ctx.tensor(ins[0])
     axis = norm_axis(int(ctx.const_input(ins[1], "the axis of CumSum").ints()[0]), x.ndim)
-    n = x.shape[axis]
-    if not isinstance(n, int):
-        ctx.fail(f"CumSum along symbolic dim {n} (it needs a static length)")
-    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
-    rev, excl = a.get("reverse", 0), a.get("exclusive", 0)
-    tri = (i >= j) if rev else (i <= j)
-    if excl:
-        tri &= i != j
-    perm = [d for d in range(x.ndim) if d != axis] + [axis]
-    xt = O.transpose(x, tuple(perm))
-    y = emit("sc.matmul", xt, ctx.tensor(Const(tri.astype(x.dtype.np), name=f"{node.output[0]}.tri")))
-    return O.transpose(y, tuple(int(k) for k in np.argsort(perm)))
+    return emit("sc.cumsum", x, axis=axis, exclusive=bool(a.get("exclusive", 0)), reverse=bool(a.get("reverse", 0)))
 
 
 @converter("Pad")
@@ -867,6 +856,47 @@ def _gemm(ctx, node, ins, a):
             c = emit("sc.mul", c, _c(beta, c.dtype))
         y = emit("sc.add", y, c)
     return y
+
+
+@converter("Conv")
+def _conv(ctx, node, ins, a):
+    """2-D ``sc.conv2d`` (a 1-D Conv runs as 2-D over a unit height). ``pads`` (begin..., end...)
+    is the op's (top, left, bottom, right); ``auto_pad`` SAME_UPPER/SAME_LOWER pad to
+    ``ceil(in / stride)`` outputs with the odd element at the end/beginning, as the spec says."""
+    x, w, b = ctx.tensor(ins[0]), ctx.tensor(ins[1]), ctx.tensor(_input(ins, 2))
+    if x.ndim not in (3, 4) or w.ndim != x.ndim:
+        ctx.fail(f"Conv over {x.ndim - 2} spatial dims (input {list(x.shape)}, weight {list(w.shape)}); "
+                 f"only 1-D and 2-D convolutions are supported")
+    k = x.ndim - 2
+    one_d = k == 1
+    if one_d:  # [N, C, L] -> [N, C, 1, L]
+        x, w = O.expand_dims(x, 2), O.expand_dims(w, 2)
+    kernel = [int(v) for v in w.shape[2:]]
+    if "kernel_shape" in a and [int(v) for v in a["kernel_shape"]] != kernel[-k:]:
+        ctx.fail(f"kernel_shape {list(a['kernel_shape'])} differs from the weight's {kernel[-k:]}")
+    strides = [int(v) for v in a.get("strides", [1] * k)]
+    dilations = [int(v) for v in a.get("dilations", [1] * k)]
+    pads = [int(v) for v in a.get("pads", [0] * 2 * k)]
+    auto_pad = a.get("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads = [0] * 2 * k
+        for i in range(k):
+            n = x.shape[x.ndim - k + i]
+            if not isinstance(n, int):
+                ctx.fail(f"auto_pad {auto_pad} over the symbolic spatial dim {n!r} (the padding depends on its size)")
+            out = -(-n // strides[i])
+            total = builtins.max(0, (out - 1) * strides[i] + (kernel[-k + i] - 1) * dilations[i] + 1 - n)
+            lo = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            pads[i], pads[k + i] = lo, total - lo
+    elif auto_pad == "VALID":
+        pads = [0] * 2 * k
+    elif auto_pad != "NOTSET":
+        ctx.fail(f"auto_pad {auto_pad!r}")
+    if one_d:
+        strides, dilations, pads = [1] + strides, [1] + dilations, [0, pads[0], 0, pads[1]]
+    y = O.conv2d(x, w, b, stride=tuple(strides), padding=tuple(pads), dilation=tuple(dilations),
+                 groups=int(a.get("group", 1)))
+    return O.squeeze(y, (2,)) if one_d else y
 
 
 # ---------------------------------------------------------------------------------------------

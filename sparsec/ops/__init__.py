@@ -17,3 +17,4 @@ from .moe import *  # noqa: F401,F403
 from .fused import *  # noqa: F401,F403
 from .dynamic import *  # noqa: F401,F403
 from .sparsity import *  # noqa: F401,F403
+from .conv import *  # noqa: F401,F403

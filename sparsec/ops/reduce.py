@@ -1,4 +1,4 @@
-"""Reductions: sum, mean, max, min, argmax; softmax and log_softmax; topk.
+"""Reductions: sum, mean, max, min, argmax; softmax and log_softmax; topk; cumsum (a scan).
 
 Reducing over a symbolic axis is fine (the dim disappears or becomes 1). Float results are
 computed in float64 (sum, mean) or float32-or-wider (softmax) and rounded once to the input
@@ -12,7 +12,7 @@ from ..frontend.tracer import as_tensor, emit
 from ..ir import Bool, Int, Ints, TensorType, register
 from ._util import I64, norm_axes, norm_axis, require_float, tensor
 
-__all__ = ["sum", "mean", "max", "min", "argmax", "softmax", "log_softmax", "topk"]
+__all__ = ["sum", "mean", "max", "min", "argmax", "softmax", "log_softmax", "topk", "cumsum"]
 
 
 def _reduced_shape(x: TensorType, axes, keepdims: bool) -> tuple:
@@ -207,6 +207,40 @@ class TopK:
         return np.take_along_axis(x, idx, axis=a), idx.astype(np.int64)
 
 
+@register
+class CumSum:
+    """Inclusive prefix sums along ``axis`` (ONNX ``CumSum``): ``exclusive`` shifts by one (the
+    first element is 0), ``reverse`` sums from the end. Floats accumulate in float64 in order and
+    round each result to the input dtype (as ``sc.sum``); integers sum in their own dtype
+    (wrapping). Booleans are rejected (``sc.ops.cumsum`` casts them to int64, as torch)."""
+    name = "sc.cumsum"
+    operands = ("x",)
+    attrs = {"axis": Int(), "exclusive": Bool(False), "reverse": Bool(False)}
+    traits = ("pure",)
+
+    def infer(x, *, axis, exclusive, reverse):
+        tensor(x)
+        if x.rank == 0:
+            raise ValueError("cumsum needs a tensor of rank >= 1")
+        norm_axis(axis, x.rank)
+        if x.dtype.is_bool:
+            raise TypeError("sc.cumsum does not take booleans (cast to an integer type first)")
+        return x
+
+    def reference(x, *, axis, exclusive, reverse):
+        a = axis % x.ndim
+        acc = np.float64 if x.dtype.kind == "f" or x.dtype.name == "bfloat16" else x.dtype
+        y = np.flip(x, a) if reverse else x
+        s = np.cumsum(y, axis=a, dtype=acc)
+        if exclusive:  # shifted by one along the axis: [0, s0, s0+s1, ...]
+            shifted = np.zeros_like(s)
+            np.moveaxis(shifted, a, 0)[1:] = np.moveaxis(s, a, 0)[:-1]
+            s = shifted
+        if reverse:
+            s = np.flip(s, a)
+        return np.ascontiguousarray(s).astype(x.dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # traced API
 
@@ -276,3 +310,12 @@ def topk(x, k: int, axis: int = -1, largest: bool = True):
     """``(values, indices)`` of the ``k`` largest elements along ``axis``, sorted, like ``torch.topk``."""
     return emit("sc.topk", as_tensor(x), k=k, axis=axis, largest=bool(largest))
 
+
+def cumsum(x, axis: int, exclusive: bool = False, reverse: bool = False):
+    """Prefix sums along ``axis`` (``np.cumsum``, ONNX ``CumSum`` with ``exclusive``/``reverse``);
+    a boolean tensor is cast to int64 first (``torch.cumsum(mask, -1)``)."""
+    x = as_tensor(x)
+    if x.dtype.is_bool:
+        from .core import cast
+        x = cast(x, "int64")
+    return emit("sc.cumsum", x, axis=int(axis), exclusive=bool(exclusive), reverse=bool(reverse))

@@ -13,6 +13,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ..ir import OpResult, as_dtype
+from ..ops.conv import conv_out_size
 from .context import BOOL, I64, GraphContext
 
 GENERATORS: dict = {}
@@ -721,3 +722,54 @@ def _one_hot(draw, ctx):
     depth = draw(st.integers(1, 6))
     return [_indices(draw, ctx, depth)], {"depth": depth,
                                           "dtype": draw(st.sampled_from(ctx.dtypes + (BOOL,)))}
+
+
+def _static(d) -> bool:
+    return isinstance(d, int) and d >= 1
+
+
+@generator("sc.conv2d")
+def gen_conv2d(draw, ctx):
+    """A 4-d float operand (an existing one, or a lower-rank value whose dims after the first are
+    static, given unit channel/height axes or a batch axis), a random weight ``[O, C/g, kh, kw]``,
+    maybe a bias; random stride, padding, dilation and groups (sometimes the patch-embedding form)."""
+    x = ctx.pick_float(lambda v: 1 <= v.type.rank <= 4 and all(_static(d) for d in v.type.shape[v.type.rank > 1:]))
+    if x is None:
+        return None
+    if x.type.rank == 3:
+        as_channels = _static(x.type.shape[0]) and draw(st.booleans())
+        x = ctx.emit("sc.expand_dims", x, axes=[0] if as_channels else [1])
+    elif x.type.rank < 3:  # [W] -> [1, 1, 1, W], [A, W] -> [A, 1, 1, W]
+        x = ctx.emit("sc.expand_dims", x, axes=[0, 1, 2] if x.type.rank == 1 else [1, 2])
+    _, C, H, W = x.type.shape
+    if draw(st.booleans()) and H >= 2 and W >= 2:  # patch embedding
+        kh, kw = draw(st.integers(1, H)), draw(st.integers(1, W))
+        stride, padding, dilation, groups = (kh, kw), (0, 0, 0, 0), (1, 1), 1
+    else:
+        kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        padding = tuple(draw(st.integers(0, 2)) for _ in range(4))
+        dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+        groups = draw(st.sampled_from([g for g in (1, 2, 3, 4) if C % g == 0]))
+        if conv_out_size(H, kh, stride[0], padding[0], padding[2], dilation[0]) < 1 or \
+                conv_out_size(W, kw, stride[1], padding[1], padding[3], dilation[1]) < 1:
+            return None
+    O = groups * draw(st.integers(1, 3))
+    fan_in = C // groups * kh * kw
+    s = 1 / np.sqrt(fan_in)
+    dt = x.type.dtype
+    ops = [x, ctx.param((O, C // groups, kh, kw), dt, -s, s)]
+    if draw(st.booleans()):
+        ops.append(ctx.param((O,), dt, -1, 1))
+    return ops, {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+
+
+@generator("sc.cumsum")
+def gen_cumsum(draw, ctx):
+    """Any non-boolean value of rank >= 1, a random axis (either sign), exclusive, reverse."""
+    x = ctx.pick_numeric(lambda v: v.type.rank >= 1)
+    if x is None:
+        return None
+    r = x.type.rank
+    return [x], {"axis": draw(st.integers(-r, r - 1)), "exclusive": draw(st.booleans()),
+                 "reverse": draw(st.booleans())}

@@ -137,4 +137,5 @@ run_naive.last_kernels = []
 # rule modules register themselves on import
 from . import attention, cache, elementwise, index, linalg, moe, nn, reduce, shape  # noqa: E402,F401
 from . import sparsity  # noqa: E402,F401
+from . import conv, scan  # noqa: E402,F401
 from . import quant  # noqa: E402,F401  (quantized weights: dispatched to from linalg, moe, index)

@@ -1,0 +1,54 @@
+"""CUDA direct 2-D convolution (``sc.conv2d``): one thread per output element ``(n, o, y, x)``
+walking its group's input channels and the kernel taps (skipping the padding), accumulating in
+float32 (float64 for f64) as the reference. Consecutive threads take consecutive output columns,
+so the input reads of a warp are (for stride 1) consecutive too."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numba import cuda
+
+from .launch import CudaFunction
+from .types import arr, scalar
+
+
+@lru_cache(maxsize=None)
+def make_conv2d(acc_dtype: str) -> CudaFunction:
+    ct = scalar(np.dtype(acc_dtype))
+
+    def conv2d(x, w, bias, out, N, C, H, W, O, CG, KH, KW, HO, WO, sh, sw, pt, pl, dh, dw, groups, has_bias):
+        og = O // groups
+        total = N * O * HO * WO
+        for e in range(cuda.grid(1), total, cuda.gridsize(1)):
+            ox = e % WO
+            r = e // WO
+            oy = r % HO
+            r = r // HO
+            o = r % O
+            n = r // O
+            g = o // og
+            acc = ct(0)
+            for c in range(CG):
+                xc = (n * C + g * CG + c) * H
+                wc = (o * CG + c) * KH
+                for i in range(KH):
+                    iy = oy * sh - pt + i * dh
+                    if iy < 0 or iy >= H:
+                        continue
+                    for j in range(KW):
+                        ix = ox * sw - pl + j * dw
+                        if ix < 0 or ix >= W:
+                            continue
+                        acc += ct(x[(xc + iy) * W + ix]) * ct(w[(wc + i) * KW + j])
+            if has_bias:
+                acc += ct(bias[o])
+            out[e] = acc
+
+    conv2d.__name__ = f"conv2d_{acc_dtype}"
+    return CudaFunction(conv2d)
+
+
+def conv2d_sig(dtype):
+    from numba import types
+    return (arr(dtype), arr(dtype), arr(dtype), arr(dtype)) + (types.int64,) * 17 + (types.boolean,)

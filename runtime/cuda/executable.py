@@ -1,0 +1,285 @@
+"""The CUDA executable: runs a lowered ``Plan`` with device memory.
+
+Same plan, same liveness and arena placement as the CPU ``Executable`` (``runtime.memory``);
+the arena is one device allocation per set of symbol sizes, each intermediate buffer a typed
+view of it. Weights live on the device for the model's lifetime (``DeviceWeights``, shared by
+the model's functions), constants are uploaded once per executable. A call uploads the host
+inputs (device arrays are used as they are), launches every step's kernels on the default
+stream with no host round trip in between, then synchronizes once: it reads the error slots of
+the checked kernels (index ranges, integer division by zero) and copies the results to the host
+(``call(..., to_host=...)`` keeps chosen results on the device: ``generate`` keeps the updated
+KV caches there and copies only the logits).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import SparsecError
+from ...ir.types import TensorType, bound_dims
+from ..executable import MAX_PREPARED, Executable, KernelError, RuntimeInputError
+from ..memory import place, storage_root
+from . import device as D
+
+
+@dataclass
+class _Prepared:
+    entries: list            # (fn, args, patches, step index)
+    input_patches: list      # per input: [(args list, position)]
+    fresh: list              # (root slot, shape, dtype, [(args, position)]) allocated per call
+    static_values: dict
+    arena_bytes: int
+    result_sources: list
+    errors: object           # device int64 [n_checked, 2] or None
+    checked_steps: list      # step index per error row
+
+
+class CudaExecutable(Executable):
+    """``CudaExecutable(plan, weights)(*arrays) -> tuple of NumPy arrays``; ``weights`` a
+    ``DeviceWeights`` (shared by the functions of one model)."""
+
+    on_device = True
+
+    def __init__(self, plan, weights: D.DeviceWeights | None = None, kernels: dict | None = None):
+        super().__init__(plan)
+        self.weights = weights if weights is not None else D.DeviceWeights(plan.weights)
+        #: step index -> CudaKernel (for checked kernels' messages; from lowering)
+        self.kernels = kernels if kernels is not None else getattr(plan, "cuda_kernels", {})
+        self._constants: dict[int, object] = {}
+
+    # -- calling ---------------------------------------------------------------------------
+    def bind(self, arrays) -> dict[str, int]:
+        if len(arrays) != len(self._input_dims):
+            names = ", ".join(n for n, _, _ in self._input_dims)
+            raise RuntimeInputError(f"@{self.plan.function} takes {len(self._input_dims)} inputs ({names}), "
+                                    f"got {len(arrays)}")
+        b: dict[str, int] = {}
+        for x, (name, t, syms) in zip(arrays, self._input_dims):
+            if not (isinstance(x, np.ndarray) or D.is_device_array(x)):
+                raise RuntimeInputError(f"input {name!r}: expected a NumPy or CUDA device array {t.pretty()}, "
+                                        f"got {type(x).__name__}")
+            if np.dtype(x.dtype) != t.dtype.np:
+                raise RuntimeInputError(f"input {name!r}: expected dtype {t.dtype} ({t.pretty()}), got {x.dtype}")
+            if x.ndim != t.rank:
+                raise RuntimeInputError(f"input {name!r}: expected rank {t.rank} {t.pretty()}, got shape {x.shape}")
+            for ax, d in enumerate(t.shape):
+                if isinstance(d, int) and x.shape[ax] != d:
+                    raise RuntimeInputError(f"input {name!r}: dim {ax} must be {d} ({t.pretty()}), "
+                                            f"got shape {x.shape}")
+            for ax, s in syms:
+                n = x.shape[ax]
+                if b.setdefault(s, n) != n:
+                    raise RuntimeInputError(f"input {name!r}: dim {ax} is {s!r}={b[s]} from an earlier input, "
+                                            f"got {n}")
+        return b
+
+    def __call__(self, *arrays) -> tuple[np.ndarray, ...]:
+        return self.call(*arrays)
+
+    def call(self, *arrays, to_host=True) -> tuple:
+        """Run once. ``to_host``: True (every result as a NumPy array), False (device arrays), or
+        the indices of the results to copy to the host (the others stay device arrays)."""
+        arrays = [a if isinstance(a, np.ndarray) or D.is_device_array(a) else np.asarray(a) for a in arrays]
+        b = self.bind(arrays)
+        key = tuple(b.get(s, 0) for s in self._key_symbols)
+        prep = self._prepared.get(key)
+        if prep is None:
+            if len(self._prepared) >= MAX_PREPARED:
+                self._prepared.pop(next(iter(self._prepared)))
+            prep = self._prepared[key] = self._prepare(b)
+        outs, dev_inputs = self._run(prep, arrays, b)
+        if to_host is True:
+            to_host = range(len(outs))
+        elif to_host is False:
+            to_host = ()
+        host = set(to_host)
+        result = tuple(o.copy_to_host() if i in host and D.is_device_array(o) else o for i, o in enumerate(outs))
+        # donated inputs given as host arrays: copy the update back, as the CPU runtime updates them
+        for i in self._inplace:
+            x, d = arrays[i], dev_inputs[i]
+            if isinstance(x, np.ndarray) and d is not x:
+                x[...] = d.copy_to_host()
+        return result
+
+    def _run(self, prep: _Prepared, arrays, bindings):
+        dev_inputs = []
+        for i, (x, patches) in enumerate(zip(arrays, prep.input_patches)):
+            d = D.to_device(x) if isinstance(x, np.ndarray) else x
+            if i not in self._inplace and not D.is_contiguous(d):  # kernels read inputs flat
+                d = D.to_device(d.copy_to_host())
+            dev_inputs.append(d)
+            for args, j in patches:
+                args[j] = d
+        for root, shape, dtype, patches in prep.fresh:
+            a = D.empty(shape, dtype)
+            for args, j in patches:
+                args[j] = a
+        k = -1
+        try:
+            with bound_dims(bindings):
+                for fn, args, patches, k in prep.entries:
+                    if patches is None:
+                        fn(*args)
+                    else:
+                        outs = fn(*args)
+                        for out, plist in zip(outs, patches):
+                            for a, j in plist:
+                                a[j] = out
+            D.synchronize()
+        except SparsecError:
+            raise
+        except Exception as e:
+            if k < 0:
+                raise
+            step = self.plan.steps[k]
+            where = f" (from {step.loc})" if step.loc else ""
+            raise KernelError(f"{step.op}{where}: CUDA kernel {step.kernel} failed: {type(e).__name__}: {e}") from e
+        if prep.errors is not None:
+            self._check_errors(prep)
+        results = []
+        for src in prep.result_sources:
+            if src[0] == "static":
+                results.append(src[1])
+            elif src[0] == "input":
+                results.append(dev_inputs[src[1]])
+            else:
+                args, j = src[1]
+                results.append(args[j])
+        return results, dev_inputs
+
+    def _check_errors(self, prep: _Prepared) -> None:
+        errs = prep.errors.copy_to_host()
+        bad = np.nonzero(errs[:, 0])[0]
+        if not bad.size:
+            return
+        prep.errors.copy_to_device(np.zeros_like(errs))
+        row = int(bad[0])
+        k = prep.checked_steps[row]
+        step = self.plan.steps[k]
+        kern = self.kernels.get(k)
+        code, value = int(errs[row, 0]), int(errs[row, 1])
+        what = kern.error(code, value) if kern is not None and kern.error else f"error code {code} ({value})"
+        where = f" (from {step.loc})" if step.loc else ""
+        raise KernelError(f"{step.op}{where}: {what}")
+
+    def device_zeros(self, shape, dtype):
+        """A zero-filled device array (``generate``'s KV caches live on the device)."""
+        return D.zeros(shape, dtype)
+
+    def warmup(self, progress=None, force: bool = False) -> float:
+        """JIT-compile every kernel now by running once on inputs of ones (each symbolic dim = 1;
+        donated caches as strided views, as ``generate`` passes them). Under the simulator
+        nothing is compiled, so this returns at once unless ``force``."""
+        import time
+        from .launch import simulator
+        t0 = time.perf_counter()
+        if simulator() and not force:
+            return 0.0
+        b = {s: 1 for s in self._symbols}
+        arrays = [np.ones(t.concrete(b), t.dtype.np) for _, t, _ in self._input_dims]
+        for i in self._inplace:  # as generate passes them: the first ctx positions of a longer cache
+            t = self._input_dims[i][1]
+            shape = t.concrete(b)
+            if len(shape) >= 2:
+                big = D.zeros(shape[:-2] + (2 * shape[-2] + 1, shape[-1]), t.dtype.np)
+                arrays[i] = big[(slice(None),) * (len(shape) - 2) + (slice(0, shape[-2]), slice(None))]
+        try:
+            with np.errstate(all="ignore"):
+                self.call(*arrays, to_host=False)
+        except SparsecError:  # data-dependent failure on dummy values: the rest compiles on first use
+            pass
+        if progress is not None:
+            for k in range(len(self.plan.steps)):
+                progress(k)
+        return time.perf_counter() - t0
+
+    # -- preparing for one set of sizes ----------------------------------------------------
+    def _constant(self, slot) -> object:
+        d = self._constants.get(slot.index)
+        if d is None:
+            d = self._constants[slot.index] = D.to_device(slot.value)
+        return d
+
+    def _prepare(self, bindings: dict[str, int]) -> _Prepared:
+        plan = self.plan
+        D.require_device(f"running @{plan.function} on target 'cuda'")  # a clear error before numba's
+        shapes, nbytes = {}, {}
+        for s in plan.slots:
+            if isinstance(s.type, TensorType):
+                shapes[s.index] = s.type.concrete(bindings)
+                nbytes[s.index] = int(np.prod(shapes[s.index], dtype=np.int64)) * s.type.dtype.np.itemsize
+            else:
+                shapes[s.index], nbytes[s.index] = None, 0
+        output_roots = {r for r in (storage_root(plan, o) for o in plan.outputs) if plan.slots[r].kind == "buffer"}
+        input_roots = {storage_root(plan, i) for i in plan.inputs}
+        dynamic_roots = output_roots | input_roots
+        arena_storages = [st for st in self.storages if st.root not in dynamic_roots]
+        offsets, arena_bytes = place(arena_storages, nbytes)
+        arena = D.empty((max(arena_bytes, 1),), np.uint8)
+
+        static: dict[int, object] = {}
+        for s in plan.slots:
+            if s.kind == "weight":
+                static[s.index] = self.weights.get(s.weight)
+            elif s.kind == "constant":
+                static[s.index] = self._constant(s)
+            elif s.kind == "buffer" and s.alias_of is None and s.index in offsets:
+                off = offsets[s.index]
+                static[s.index] = arena[off:off + nbytes[s.index]].view(s.type.dtype.np).reshape(shapes[s.index])
+
+        checked = [k for k, step in enumerate(plan.steps) if self.kernels.get(k) is not None
+                   and self.kernels[k].checked]
+        errors = D.zeros((len(checked), 2), np.int64) if checked else None
+        err_row = {k: i for i, k in enumerate(checked)}
+
+        dynamic = {s.index for s in plan.slots if storage_root(plan, s.index) in dynamic_roots}
+        entries = []
+        slot_uses: dict[int, list] = {}
+        with bound_dims(bindings):
+            for step_index, step in enumerate(plan.steps):
+                ins = list(step.inputs)
+                if step.view and not step.inplace and all(i not in dynamic for i in ins):
+                    outs = step.fn(*[static[i] for i in ins])
+                    for o, a in zip(step.outputs, outs):
+                        static[o] = a
+                    continue
+                args = [static.get(i) for i in ins]
+                for j, i in enumerate(ins):
+                    if i in dynamic:
+                        slot_uses.setdefault(i, []).append((args, j))
+                if step.view or step.inplace:
+                    patches = [slot_uses.setdefault(o, []) for o in step.outputs]
+                    entries.append((step.fn, args, patches, step_index))
+                else:
+                    base = len(args)
+                    for k, o in enumerate(step.outputs):
+                        args.append(static.get(o))
+                        if o in dynamic:
+                            slot_uses.setdefault(o, []).append((args, base + k))
+                    if step_index in err_row:
+                        args.append(errors[err_row[step_index]])
+                    entries.append((step.fn, args, None, step_index))
+
+        result_sources = []
+        for o in plan.outputs:
+            if o in plan.inputs:
+                result_sources.append(("input", plan.inputs.index(o)))
+            elif o not in dynamic:
+                result_sources.append(("static", static[o]))
+            else:
+                holder = [None]
+                slot_uses.setdefault(o, []).append((holder, 0))
+                result_sources.append(("slot", (holder, 0)))
+        input_patches = [slot_uses.get(i, []) for i in plan.inputs]
+        fresh = []
+        for st in self.storages:
+            if st.root in output_roots and st.root not in input_roots and plan.slots[st.root].kind == "buffer":
+                fresh.append((st.root, shapes[st.root], plan.slots[st.root].type.dtype.np,
+                              slot_uses.get(st.root, [])))
+        return _Prepared(entries, input_patches, fresh, static, arena_bytes, result_sources, errors, checked)
+
+    def memory_report(self, bindings: dict[str, int]) -> dict:
+        out = super().memory_report(bindings)
+        out["weight_bytes_on_device"] = self.weights.bytes
+        return out

@@ -1,0 +1,106 @@
+"""numba.cuda kernels as plain Python functions, and the launch configuration per shape.
+
+``@kernel`` keeps the Python function (``compile_ptx`` needs it) and jits it on first launch
+(``cuda.jit`` dispatcher: one specialization per argument types). Block sizes are chosen per
+shape: 256 threads (a multiple of the warp, enough to hide latency with a few blocks per SM),
+fewer for small arrays, and at most ``MAX_BLOCKS`` blocks with grid-stride loops beyond. Under
+the simulator (``NUMBA_ENABLE_CUDASIM=1``) every thread is a Python thread, so blocks stay small
+there (``SIM_BLOCK``): same kernels, same results, bearable speed.
+"""
+from __future__ import annotations
+
+import os
+
+from numba import cuda
+
+# Decode-sized launches (one token) are small grids by nature: numba-cuda's "grid size will
+# likely result in GPU under-utilization" warning would fire on most launches of a decode step.
+# Off unless the user asked for it in the environment.
+if "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" not in os.environ:
+    from numba.cuda.core import config as _config
+    _config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+
+#: threads per block for 1-D elementwise-style kernels
+BLOCK = 256
+#: blocks launched at most (grid-stride loops cover the rest): a few waves on an H100/H200
+MAX_BLOCKS = 4096
+SIM_BLOCK = 8
+#: blocks at most under the simulator (it runs blocks one after another, each thread a Python
+#: thread: fewer, longer blocks are much faster there)
+SIM_MAX_BLOCKS = 4
+
+
+def simulator() -> bool:
+    """Whether numba.cuda is the CUDA simulator in this process."""
+    from numba.cuda.core import config
+    return bool(config.ENABLE_CUDASIM)
+
+
+class CudaFunction:
+    """A numba.cuda kernel from a Python function: ``f[grid, block](*args)`` jits on first use."""
+
+    def __init__(self, pyfunc):
+        self.pyfunc = pyfunc
+        self.name = pyfunc.__name__
+        self._jit = None
+
+    @property
+    def dispatcher(self):
+        if self._jit is None:
+            self._jit = cuda.jit(self.pyfunc)
+        return self._jit
+
+    def __getitem__(self, config):
+        return self.dispatcher[config]
+
+    def spec(self, signature, name: str | None = None):
+        """A ``PtxSpec`` of this kernel for ``signature`` (a tuple of numba types)."""
+        from sparsec.lower.cuda import PtxSpec
+        return PtxSpec(name or self.name, self.pyfunc, tuple(signature))
+
+
+def kernel(pyfunc) -> CudaFunction:
+    return CudaFunction(pyfunc)
+
+
+def device(pyfunc):
+    """A device function (callable from kernels; also from the simulator)."""
+    return cuda.jit(device=True)(pyfunc)
+
+
+def max_blocks() -> int:
+    """The most blocks a grid-stride kernel is launched with."""
+    return SIM_MAX_BLOCKS if simulator() else MAX_BLOCKS
+
+
+def block_size(n: int, cap: int = BLOCK) -> int:
+    """Threads per block for ``n`` work items: a power of two >= 32 (a warp), at most ``cap``."""
+    cap = min(cap, SIM_BLOCK) if simulator() else cap
+    b = 32
+    while b < cap and b < n:
+        b *= 2
+    return min(b, cap)
+
+
+def grid_1d(n: int, cap: int = BLOCK) -> tuple[int, int]:
+    """``(blocks, threads)`` for a grid-stride loop over ``n`` items (at least one block)."""
+    t = block_size(n, cap)
+    return max(1, min(max_blocks(), (n + t - 1) // t)), t
+
+
+def launch_1d(fn: CudaFunction, n: int, *args) -> None:
+    """Launch ``fn(*args)`` over ``n`` items with a grid-stride loop; nothing for ``n == 0``."""
+    if n <= 0:
+        return
+    fn[grid_1d(n)](*args)
+
+
+@cuda.jit(device=True)
+def report_error(err, code, value):
+    """Record ``(code, value)`` in ``err`` if no error was recorded yet (first one wins)."""
+    if cuda.atomic.compare_and_swap(err[0:1], 0, code) == 0:
+        err[1] = value
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")

@@ -1,0 +1,155 @@
+"""CUDA matrix products: a shared-memory tiled GEMM (batched, strided, either weight layout) and
+a GEMV for a few rows against an ``[N, K]`` weight.
+
+GEMM: ``C[z, m, n] = sum_k A[z, m, k] B[z, k, n]`` (+ bias[n]). A block of ``T x T`` threads
+computes a ``T x T`` tile of C, walking K in ``T``-wide steps: each step loads one tile of A and
+one of B into shared memory (each element read from global memory once per block, then ``T``
+times from shared memory), then every thread accumulates its dot product. For a weight stored
+``[N, K]`` (``sc.linear``'s ``w``, ``b_nk``), the B tile is loaded with consecutive threads on
+consecutive k (coalesced) and written transposed into shared memory. Operand offsets per batch
+entry come from device arrays (broadcast batches repeat an offset), so one kernel serves
+``matmul``'s batching, transposes and 1-D operands.
+
+GEMV (decode: up to ``GEMV_MAX_ROWS`` rows of x): a warp per weight row, its 32 lanes striding
+over K (each iteration one coalesced 128-byte read of the row), every lane accumulating all rows
+of x, so each weight row is read once per call; 8 rows per block, partial sums reduced through
+shared memory with two barriers per 8 weight rows. Bandwidth-bound, as a GEMV is.
+
+Accumulation: f32 for f32, f64 for f64, int64 for integers (stores wrap to the dtype, as the
+reference's fixed-width arithmetic). ``make_gemm``/``make_gemv`` build one kernel per tile size
+and accumulator type (shared arrays need both at compile time); the tile is 16 on a device and
+4 under the simulator (every simulated thread is a Python thread).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numba import cuda
+
+from .launch import CudaFunction, simulator
+from .types import arr, scalar
+
+TILE = 16
+SIM_TILE = 4
+#: GEMV: a warp per weight row, 8 rows per block (256 threads); at most GEMV_MAX_ROWS rows of x
+GEMV_LANES = 32
+GEMV_ROWS_PER_BLOCK = 8
+GEMV_MAX_ROWS = 4
+SIM_GEMV_LANES = 8
+SIM_GEMV_ROWS = 2
+
+
+def tile() -> int:
+    return SIM_TILE if simulator() else TILE
+
+
+@lru_cache(maxsize=None)
+def make_gemm(T: int, acc_dtype: str) -> CudaFunction:
+    acc_t = scalar(np.dtype(acc_dtype))
+
+    def gemm(a, b, c, bias, M, N, K, a_boff, b_boff, sam, sak, sbk, sbn, b_nk, has_bias):
+        As = cuda.shared.array((T, T), acc_t)
+        Bs = cuda.shared.array((T, T), acc_t)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        z = cuda.blockIdx.z
+        row = cuda.blockIdx.y * T + ty
+        col = cuda.blockIdx.x * T + tx
+        ao = a_boff[z]
+        bo = b_boff[z]
+        acc = acc_t(0)
+        for k0 in range(0, K, T):
+            k = k0 + tx
+            if row < M and k < K:
+                As[ty, tx] = a[ao + row * sam + k * sak]
+            else:
+                As[ty, tx] = acc_t(0)
+            if b_nk:
+                n = cuda.blockIdx.x * T + ty
+                if n < N and k < K:
+                    Bs[tx, ty] = b[bo + n * sbn + k * sbk]
+                else:
+                    Bs[tx, ty] = acc_t(0)
+            else:
+                kk = k0 + ty
+                if kk < K and col < N:
+                    Bs[ty, tx] = b[bo + kk * sbk + col * sbn]
+                else:
+                    Bs[ty, tx] = acc_t(0)
+            cuda.syncthreads()
+            for j in range(T):
+                acc += As[ty, j] * Bs[j, tx]
+            cuda.syncthreads()
+        if row < M and col < N:
+            if has_bias:
+                acc += bias[col]
+            c[(z * M + row) * N + col] = acc
+
+    gemm.__name__ = f"gemm_t{T}_{acc_dtype}"
+    return CudaFunction(gemm)
+
+
+@lru_cache(maxsize=None)
+def make_gemv(acc_dtype: str) -> CudaFunction:
+    acc_t = scalar(np.dtype(acc_dtype))
+    GR, GM, GL = GEMV_ROWS_PER_BLOCK, GEMV_MAX_ROWS, GEMV_LANES
+
+    def gemv(x, w, bias, out, M, N, K, has_bias):
+        sh = cuda.shared.array((GR, GM, GL), acc_t)
+        acc = cuda.local.array(GM, acc_t)
+        lane = cuda.threadIdx.x
+        r = cuda.threadIdx.y
+        nl = cuda.blockDim.x
+        nr = cuda.blockDim.y
+        for n0 in range(cuda.blockIdx.x * nr, N, cuda.gridDim.x * nr):  # uniform per block
+            n = n0 + r
+            for m in range(M):
+                acc[m] = acc_t(0)
+            if n < N:
+                wo = n * K
+                for k in range(lane, K, nl):
+                    wv = w[wo + k]
+                    for m in range(M):
+                        acc[m] += x[m * K + k] * wv
+            for m in range(M):
+                sh[r, m, lane] = acc[m]
+            cuda.syncthreads()
+            if lane < M and n < N:
+                t = acc_t(0)
+                for j in range(nl):
+                    t += sh[r, lane, j]
+                if has_bias:
+                    t += bias[n]
+                out[lane * N + n] = t
+            cuda.syncthreads()
+
+    gemv.__name__ = f"gemv_{acc_dtype}"
+    return CudaFunction(gemv)
+
+
+def gemv_config(n_out: int) -> tuple[int, tuple[int, int]]:
+    """(blocks, (lanes, rows per block)) for a GEMV with ``n_out`` weight rows."""
+    from .launch import max_blocks
+    lanes, rows = (SIM_GEMV_LANES, SIM_GEMV_ROWS) if simulator() else (GEMV_LANES, GEMV_ROWS_PER_BLOCK)
+    return max(1, min((n_out + rows - 1) // rows, max_blocks() * 4)), (lanes, rows)
+
+
+def acc_dtype(dtype: np.dtype) -> str:
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iub":
+        return "int64"
+    return dtype.name
+
+
+def gemm_sig(dtype):
+    from numba import types
+    i64 = types.int64
+    return (arr(dtype), arr(dtype), arr(dtype), arr(dtype), i64, i64, i64, arr(np.int64), arr(np.int64),
+            i64, i64, i64, i64, types.boolean, types.boolean)
+
+
+def gemv_sig(dtype):
+    from numba import types
+    i64 = types.int64
+    return (arr(dtype), arr(dtype), arr(dtype), arr(dtype), i64, i64, i64, types.boolean)

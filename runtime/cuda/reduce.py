@@ -1,0 +1,279 @@
+"""CUDA reduction kernels over the canonical ``(outer, n, inner)`` view (see the CPU rules in
+``sparsec.lower.cpu.reduce``): sum/mean/max/min, argmax, softmax/log_softmax, top-k.
+
+Two shapes of work: ``*_serial`` kernels give one thread per output (outer x inner), looping
+over ``n`` (coalesced across threads when ``inner > 1``): right when there are many outputs.
+``*_block`` kernels give one block per output and reduce ``n`` with all threads and a shared
+memory tree (``BLOCK`` threads): right for few, long rows (a vocabulary-sized argmax or softmax,
+a whole-tensor sum). The rules pick per call from the sizes.
+
+Numerics as the references: float sums accumulate in float64 (ints in int64, wrapping when
+stored), max/min propagate NaN, argmax takes the first maximum (the first NaN if any), softmax
+computes in float32 (float64 for f64) with float64 partial sums, top-k orders by value then lower
+index with NaN largest.
+"""
+from __future__ import annotations
+
+import math
+
+from numba import cuda, float64, int64
+
+from .launch import kernel
+
+BLOCK = 128  # threads of the block kernels (a power of two: the shared-memory tree halves it)
+
+SUM, MEAN, MAX, MIN = 0, 1, 2, 3
+
+
+@kernel
+def reduce_serial(x, outer, n, inner, out, kind, init, count):
+    total = outer * inner
+    for t in range(cuda.grid(1), total, cuda.gridsize(1)):
+        o = t // inner
+        i = t - o * inner
+        base = o * n * inner + i
+        acc = init
+        for j in range(n):
+            v = x[base + j * inner]
+            if kind <= MEAN:
+                acc += v
+            elif kind == MAX:
+                if v > acc or v != v:
+                    if acc == acc:
+                        acc = v
+            else:
+                if v < acc or v != v:
+                    if acc == acc:
+                        acc = v
+        if kind == MEAN:
+            out[t] = acc / count
+        else:
+            out[t] = acc
+
+
+@kernel
+def reduce_block_f(x, outer, n, inner, out, kind, count):
+    """Float reductions: one block per output; partials in float64."""
+    sh = cuda.shared.array(BLOCK, float64)
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for t in range(cuda.blockIdx.x, outer * inner, cuda.gridDim.x):
+        o = t // inner
+        i = t - o * inner
+        base = o * n * inner + i
+        if kind <= MEAN:
+            acc = 0.0
+        elif kind == MAX:
+            acc = -math.inf
+        else:
+            acc = math.inf
+        for j in range(tid, n, nt):
+            v = float64(x[base + j * inner])
+            if kind <= MEAN:
+                acc += v
+            elif acc == acc and (v != v or (kind == MAX and v > acc) or (kind == MIN and v < acc)):
+                acc = v
+        sh[tid] = acc
+        cuda.syncthreads()
+        s = nt // 2
+        while s > 0:
+            if tid < s:
+                a = sh[tid]
+                b = sh[tid + s]
+                if kind <= MEAN:
+                    sh[tid] = a + b
+                elif a == a and (b != b or (kind == MAX and b > a) or (kind == MIN and b < a)):
+                    sh[tid] = b
+            cuda.syncthreads()
+            s //= 2
+        if tid == 0:
+            if kind == MEAN:
+                out[t] = sh[0] / count
+            else:
+                out[t] = sh[0]
+        cuda.syncthreads()
+
+
+@kernel
+def argmax_block(x, outer, n, inner, out):
+    """First index of the maximum (of the first NaN) per output; one block per output."""
+    shv = cuda.shared.array(BLOCK, float64)
+    shi = cuda.shared.array(BLOCK, int64)
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for t in range(cuda.blockIdx.x, outer * inner, cuda.gridDim.x):
+        o = t // inner
+        i = t - o * inner
+        base = o * n * inner + i
+        bv = -math.inf
+        bi = n  # none yet
+        for j in range(tid, n, nt):
+            v = float64(x[base + j * inner])
+            if bi == n or (bv == bv and (v != v or v > bv)):
+                bv = v
+                bi = j
+        shv[tid] = bv
+        shi[tid] = bi
+        cuda.syncthreads()
+        s = nt // 2
+        while s > 0:
+            if tid < s:
+                av = shv[tid]
+                ai = shi[tid]
+                b_v = shv[tid + s]
+                b_i = shi[tid + s]
+                take = False
+                if b_i < n:
+                    if ai == n:
+                        take = True
+                    elif av != av:
+                        take = b_v != b_v and b_i < ai
+                    elif b_v != b_v:
+                        take = True
+                    elif b_v > av or (b_v == av and b_i < ai):
+                        take = True
+                if take:
+                    shv[tid] = b_v
+                    shi[tid] = b_i
+            cuda.syncthreads()
+            s //= 2
+        if tid == 0:
+            out[t] = shi[0]
+        cuda.syncthreads()
+
+
+@kernel
+def softmax_block(x, outer, n, inner, out, log):
+    """One block per row: max, sum of exp (float64 partials), then the outputs."""
+    sh = cuda.shared.array(BLOCK, float64)
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for t in range(cuda.blockIdx.x, outer * inner, cuda.gridDim.x):
+        o = t // inner
+        i = t - o * inner
+        base = o * n * inner + i
+        m = -math.inf
+        for j in range(tid, n, nt):
+            v = float64(x[base + j * inner])
+            if v > m or v != v:
+                if m == m:
+                    m = v
+        sh[tid] = m
+        cuda.syncthreads()
+        s = nt // 2
+        while s > 0:
+            if tid < s:
+                a = sh[tid]
+                b = sh[tid + s]
+                if a == a and (b != b or b > a):
+                    sh[tid] = b
+            cuda.syncthreads()
+            s //= 2
+        mx = x[base] * 0 + sh[0]  # in x's compute type
+        cuda.syncthreads()
+        acc = 0.0
+        for j in range(tid, n, nt):
+            acc += float64(math.exp(x[base + j * inner] - mx))
+        sh[tid] = acc
+        cuda.syncthreads()
+        s = nt // 2
+        while s > 0:
+            if tid < s:
+                sh[tid] = sh[tid] + sh[tid + s]
+            cuda.syncthreads()
+            s //= 2
+        tot = x[base] * 0 + sh[0]
+        lt = x[base] * 0 + math.log(sh[0])
+        for j in range(tid, n, nt):
+            d = x[base + j * inner] - mx
+            if log:
+                out[base + j * inner] = d - lt
+            else:
+                out[base + j * inner] = math.exp(d) / tot
+        cuda.syncthreads()
+
+
+@kernel
+def softmax_serial(x, outer, n, inner, out, log):
+    """One thread per row (many short rows, e.g. a router's softmax over few experts)."""
+    for t in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
+        o = t // inner
+        i = t - o * inner
+        base = o * n * inner + i
+        mx = x[base]
+        for j in range(1, n):
+            v = x[base + j * inner]
+            if (v > mx or v != v) and mx == mx:
+                mx = v
+        acc = 0.0
+        for j in range(n):
+            acc += float64(math.exp(x[base + j * inner] - mx))
+        tot = x[base] * 0 + acc
+        lt = x[base] * 0 + math.log(acc)
+        for j in range(n):
+            d = x[base + j * inner] - mx
+            if log:
+                out[base + j * inner] = d - lt
+            else:
+                out[base + j * inner] = math.exp(d) / tot
+
+
+@cuda.jit(device=True, inline="always")
+def _before(a, ia, b, ib, largest):
+    """Whether (a, ia) comes before (b, ib) in top-k order (NaN largest, ties: lower index)."""
+    an = a != a
+    bn = b != b
+    if an or bn:
+        if an and bn:
+            return ia < ib
+        return an if largest else bn
+    if a == b:
+        return ia < ib
+    return a > b if largest else a < b
+
+
+@kernel
+def topk_serial(x, outer, n, inner, k, largest, vals, idx):
+    """One thread per row: ``k`` selection passes, each taking the first element after the
+    previous pick in the order (O(k n), for router-sized rows)."""
+    for t in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
+        o = t // inner
+        i = t - o * inner
+        base = o * n * inner + i
+        obase = o * k * inner + i
+        pv = x[base]
+        pi = -1
+        for s in range(k):
+            bi = -1
+            bv = x[base]
+            for j in range(n):
+                v = x[base + j * inner]
+                if pi >= 0 and not _before(pv, pi, v, j, largest):
+                    continue
+                if bi < 0 or _before(v, j, bv, bi, largest):
+                    bv = v
+                    bi = j
+            vals[obase + s * inner] = bv
+            idx[obase + s * inner] = bi
+            pv = bv
+            pi = bi
+
+
+@kernel
+def cumsum_cols(x, out, outer, n, inner, init, exclusive, reverse):
+    """One thread per ``(outer, inner)`` column scanning ``n`` in order (float64 accumulator for
+    floats, the dtype's own for integers: ``init`` gives the type), as the reference adds."""
+    for c in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
+        o = c // inner
+        i = c - o * inner
+        base = o * n * inner + i
+        acc = init
+        for t in range(n):
+            j = n - 1 - t if reverse else t
+            p = base + j * inner
+            if exclusive:
+                out[p] = acc
+                acc += x[p]
+            else:
+                acc += x[p]
+                out[p] = acc

@@ -1,0 +1,24 @@
+"""Runs the CUDA test modules (``tests/test_cuda_*.py`` that start with the CUDA test-process
+guard of ``sparsec.lower.cuda.testing``) in their own pytest process under numba's CUDA
+simulator: the simulator must be switched on before numba.cuda is imported, and switching it on
+in this process would change ``target="cuda"`` for every other test. Fails, with the child's
+report, when any of them fails."""
+import os
+import subprocess
+import sys
+
+from sparsec.lower.cuda.testing import CUDA_TESTS_ENV, cuda_test_files
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_cuda_modules_under_the_simulator(request):
+    files = cuda_test_files(HERE)
+    assert files, "no CUDA test modules found"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", **{CUDA_TESTS_ENV: "sim"})
+    markexpr = request.config.getoption("markexpr") or "not slow"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", markexpr, "-W", "ignore", *files]
+    r = subprocess.run(cmd, cwd=os.path.dirname(HERE), env=env, capture_output=True, text=True, timeout=1200)
+    report = r.stdout[-8000:] + r.stderr[-2000:]
+    assert r.returncode == 0, f"CUDA simulator tests failed ({' '.join(cmd)}):\n{report}"
+    assert " passed" in r.stdout and " skipped" not in r.stdout.splitlines()[-1], report
