@@ -1,0 +1,260 @@
+"""CUDA lowering rules: the MoE dispatch chain (moe_dispatch, moe_permute, grouped_matmul,
+moe_gated_grouped_matmul, moe_combine); kernels in ``runtime.cuda.moe``.
+
+Each op stays its own kernel, as on the CPU (a distributed runtime can put an exchange between
+permute and the grouped matmuls). The grouped matmuls pick per call, from the sizes alone (the
+row counts per expert stay on the device): the GEMV kernel when the mean rows per expert that
+can have rows (``M / min(E, M)``) is at most ``GEMV_MAX_ROWS`` (decode: each active expert's
+weights read once), else the tiled GEMM. Float weights (f32/f64, the rows' dtype) and every
+quantized format (``QuantType``; f32 rows) go through the same kernels with a different weight
+loader (``runtime.cuda.quant``); gate and up weights of a gated matmul may differ in format.
+All five are checked kernels: a bad expert id, order entry or offsets raise ``KernelError``
+naming the op.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...ir.types import QuantType
+from ...runtime.cuda import device as D
+from ...runtime.cuda import launch
+from ...runtime.cuda import moe as M
+from ...runtime.cuda import quant as Q
+from ...runtime.cuda.shape import UINT_OF_SIZE, as_uint
+from . import CudaKernel, LoweringError, cuda_lowering, refuse_half
+
+
+#: CUDA's limit on gridDim.y (the tiled kernel strides over further row tiles)
+MAX_GRID_Y = 65535
+
+
+def _float_rows(op, t) -> np.dtype:
+    refuse_half(op, t)
+    dt = t.dtype.np
+    if dt.kind != "f":
+        raise LoweringError(f"{op.describe()}: the CUDA kernel needs f32 or f64 rows, got {t.pretty()}")
+    return dt
+
+
+@cuda_lowering("sc.moe_dispatch")
+def lower_moe_dispatch(op) -> CudaKernel:
+    E = int(op.attrs["num_experts"])
+    i_t = op.operands[0].type
+    refuse_half(op, i_t)
+    ecap = 32
+    while ecap < E:
+        ecap *= 2
+    if ecap > 8192:
+        raise LoweringError(f"{op.describe()}: the CUDA dispatch keeps per-expert counters in shared memory "
+                            f"(at most 8192 experts), got num_experts={E}")
+
+    def block():
+        return M.SIM_DISPATCH_BLOCK if launch.simulator() else M.DISPATCH_BLOCK
+
+    def run(topk_ids, order, offsets, err):
+        M.make_dispatch(block(), ecap)[1, block()](topk_ids.reshape(topk_ids.size), np.int64(E), order,
+                                                   offsets, err)
+
+    def error(code, value):
+        return f"expert id {value} is outside [0, {E}) (num_experts)"
+    specs = tuple(M.make_dispatch(b, ecap).spec(M.dispatch_sig(i_t.dtype.np))
+                  for b in (M.DISPATCH_BLOCK,))
+    return CudaKernel(run, f"moe_dispatch_e{E}", kernels=specs, checked=True, error=error)
+
+
+@cuda_lowering("sc.moe_permute")
+def lower_moe_permute(op) -> CudaKernel:
+    top_k = int(op.attrs["top_k"])
+    x_t, o_t = op.operands[0].type, op.operands[1].type
+    refuse_half(op, x_t)
+    u = UINT_OF_SIZE[x_t.dtype.np.itemsize]
+
+    def run(x, order, out, err):
+        T, H = x.shape
+        if out.size == 0:
+            return
+        launch.launch_1d(M.moe_permute, out.size, as_uint(x), order, np.int64(top_k), np.int64(T), np.int64(H),
+                         as_uint(out), err)
+
+    def error(code, value):
+        return f"order entry {value} is out of range for tokens*top_k pairs (top_k={top_k})"
+    return CudaKernel(run, "moe_permute", kernels=(M.moe_permute.spec(M.permute_sig(u, o_t.dtype.np)),),
+                      checked=True, error=error)
+
+
+# ---------------------------------------------------------------------------------------------
+# grouped matmuls (shared with sc.linear on quantized weights, quant.py)
+
+class WeightArgs:
+    """How a weight operand reaches the kernels: its kind, group size ``G``, blocks per row ``nb``,
+    and ``(wa, wb, wc)`` from the device value (see ``runtime.cuda.quant``)."""
+
+    def __init__(self, op, t, dtype):
+        self.op, self.t = op, t
+        self.K = int(t.shape[-1])
+        if isinstance(t, QuantType):
+            if t.format not in Q.FORMAT_KINDS:
+                raise LoweringError(f"{op.describe()}: no CUDA kernel for quantized format {t.format}")
+            self.kind, self.G = Q.FORMAT_KINDS[t.format]
+            self.nb = 1 if self.kind == Q.KIND_I8C else -(-self.K // self.G)
+        else:
+            self.kind, self.G, self.nb = Q.KIND_FLOAT, 32, 1
+        self.dtype = dtype
+        self._f16 = D.Uploaded(np.zeros(1, np.float16))
+        self._last = (None, None, None)   # a step sees the same weight every call: its views, once
+
+    def __call__(self, w, as_words: bool = False):
+        """``(wa, wb, wc)``; ``as_words``: ``wa`` (``qs``) as int32 words (the word GEMV)."""
+        if self._last[0] is not w or self._last[1] != as_words:
+            wa, wb, wc = self._views(w)
+            self._last = (w, as_words, (wa.view(np.int32) if as_words else wa, wb, wc))
+        return self._last[2]
+
+    def _views(self, w):
+        if self.kind == Q.KIND_FLOAT:
+            return w.reshape(w.size), self._f16.get(), self._f16.get()
+        if not isinstance(w, D.DeviceQuantized) or w.fmt != self.t.format or tuple(w.shape) != tuple(self.t.shape):
+            raise TypeError(f"{self.op.describe()}: expected a quantized weight {self.t}, got "
+                            f"{getattr(w, 'fmt', type(w).__name__)} {list(getattr(w, 'shape', ()))}")
+        if w.layout != "blocks":
+            raise TypeError(f"{self.op.describe()}: the CUDA kernels read quantized weights in the 'blocks' "
+                            f"layout, got {w.layout!r}")
+        p = w.parts
+
+        def flat(a):
+            return a.reshape(a.size)
+        if self.kind == Q.KIND_I8C:
+            return flat(p["q"]), self._f16.get(), flat(p["scale"])
+        return flat(p["qs"]), flat(p["d"]), flat(p["m"]) if "m" in p else self._f16.get()
+
+
+def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int, offsets_dtype, single: bool):
+    """``(run, specs)``: ``run(x, w, w_up|None, bias|None, offsets|None, out, err)`` launches the
+    GEMV or the tiled GEMM over the rows of ``x`` ``[M, K]`` (flattened) into ``out [M, N]``;
+    ``single``: one group of all rows (``sc.linear``), else the ``E`` groups of ``offsets``."""
+    acc = np.dtype(x_dtype).name
+    k2, g2 = (w2.kind, w2.G) if w2 is not None else (w1.kind, w1.G)
+    E = 1 if single else int(w1.t.shape[0])
+    N, K = int(w1.t.shape[-2]), w1.K
+    dummy = D.Uploaded(np.zeros(1, x_dtype))
+    no_offsets = D.Uploaded(np.zeros(2, offsets_dtype))
+
+    # q8_0 / q4_0 / int4 with whole blocks: the GEMV reads 32-bit words (gate and up alike)
+    words = (w1.kind in Q.WORD_KINDS and K % w1.G == 0
+             and (w2 is None or (w2.kind, w2.G) == (w1.kind, w1.G)))
+
+    def gemv(geometry):
+        if words:
+            return M.make_grouped_gemv_words(w1.kind, w1.G, act, geometry)
+        return M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, geometry)
+
+    def run(x, w, wu, bias, offsets, out, err):
+        m = x.size // K if K else 0
+        if m == 0 or N == 0:
+            if not single and m == 0:   # still check the offsets (all zero for no rows)
+                g = M.gemv_geometry()
+                gemv(g)[M.gemv_grid(1, 1, g)](*_args(x, w, wu, bias, offsets, out, err, m, words))
+            return
+        active = 1 if single else min(E, m)
+        if m <= M.GEMV_MAX_ROWS * active:
+            g = M.gemv_geometry()
+            gemv(g)[M.gemv_grid(N, active, g)](*_args(x, w, wu, bias, offsets, out, err, m, words))
+        else:
+            g = M.gemm_geometry()
+            tiles = min(-(-m // g[0]) + (0 if single else active), MAX_GRID_Y)
+            M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, g)[M.gemm_grid(N, tiles, g)](
+                *_args(x, w, wu, bias, offsets, out, err, m, False))
+
+    def _args(x, w, wu, bias, offsets, out, err, m, as_words):
+        wa, wb, wc = w1(w, as_words)
+        va, vb, vc = (w2(wu, as_words) if w2 is not None else (wa, wb, wc))
+        return (x.reshape(x.size), wa, wb, wc, va, vb, vc, dummy.get() if bias is None else bias,
+                no_offsets.get() if offsets is None else offsets, out.reshape(out.size), np.int64(m), np.int64(N),
+                np.int64(K), np.int64(E), np.int64(w1.nb), np.int64(w2.nb if w2 is not None else w1.nb), single,
+                bias is not None, err)
+
+    sig = M.grouped_sig(w1.kind, k2, x_dtype, offsets_dtype)
+    gemv_spec = (M.make_grouped_gemv_words(w1.kind, w1.G, act, M.GEMV).spec(M.words_sig(w1.kind, offsets_dtype))
+                 if words else M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, M.GEMV).spec(sig))
+    specs = (gemv_spec, M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, M.GEMM).spec(sig))
+    return run, specs
+
+
+def _offsets_error(rows_what: str):
+    def error(code, value):
+        return (f"offsets must rise from 0 to the row count of {rows_what} (entry {value} does not); "
+                f"they come from sc.moe_dispatch")
+    return error
+
+
+def _grouped(op, act: int) -> CudaKernel:
+    gated = act != M.ACT_NONE
+    x_t, w_t = op.operands[0].type, op.operands[1].type
+    u_t = op.operands[2].type if gated else None
+    off_t = op.operands[3 if gated else 2].type
+    dtype = _float_rows(op, x_t)
+    quant = isinstance(w_t, QuantType)
+    if gated and quant != isinstance(u_t, QuantType):
+        raise LoweringError(f"{op.describe()}: w_gate {w_t} and w_up {u_t} must both be quantized or both not")
+    if quant and dtype != np.float32:
+        raise LoweringError(f"{op.describe()}: quantized expert weights take f32 rows on the CUDA target, got "
+                            f"{x_t.pretty()} (insert sc.cast)")
+    if not quant:
+        refuse_half(op, w_t)
+    w1 = WeightArgs(op, w_t, dtype)
+    w2 = WeightArgs(op, u_t, dtype) if gated else None
+    run, specs = grouped_kernel(op, dtype, w1, w2, act, off_t.dtype.np, single=False)
+    fmt = w_t.format if quant else dtype.name
+    name = f"grouped_{'gated_' if gated else ''}{fmt}"
+
+    if gated:
+        def fn(x, w, wu, offsets, out, err):
+            run(x, w, wu, None, offsets, out, err)
+    else:
+        def fn(x, w, offsets, out, err):
+            run(x, w, None, None, offsets, out, err)
+    return CudaKernel(fn, name, kernels=specs, checked=True, error=_offsets_error(x_t.pretty()),
+                      info={"gemv_max_rows": M.GEMV_MAX_ROWS, "format": fmt})
+
+
+@cuda_lowering("sc.grouped_matmul")
+def lower_grouped_matmul(op) -> CudaKernel:
+    return _grouped(op, M.ACT_NONE)
+
+
+@cuda_lowering("sc.moe_gated_grouped_matmul")
+def lower_moe_gated_grouped_matmul(op) -> CudaKernel:
+    return _grouped(op, M.ACTIVATIONS[op.attrs["activation"]])
+
+
+@cuda_lowering("sc.moe_combine")
+def lower_moe_combine(op) -> CudaKernel:
+    y_t, o_t, w_t = (v.type for v in op.operands)
+    dtype = _float_rows(op, y_t)
+    scratch: dict = {}
+
+    def inv_for(m):
+        a = scratch.get(m)
+        if a is None:   # the inverse permutation, kept per row count (outside the arena)
+            scratch.clear()
+            a = scratch[m] = D.empty((max(m, 1),), np.int64)
+        return a
+
+    def run(y_perm, order, topk_weights, out, err):
+        T, k = topk_weights.shape
+        m = order.size
+        H = y_perm.shape[1]
+        if out.size == 0 and m == 0:
+            return
+        inv = inv_for(m)
+        launch.launch_1d(M.fill_i64, m, inv, np.int64(-1))
+        launch.launch_1d(M.invert_order, m, order, np.int64(m), inv, err)
+        launch.launch_1d(M.make_combine(dtype.name), T * H, y_perm.reshape(y_perm.size), inv,
+                         topk_weights.reshape(topk_weights.size), np.int64(T), np.int64(k), np.int64(H),
+                         out.reshape(out.size))
+
+    def error(code, value):
+        return f"order is not a permutation of 0..tokens*top_k-1 (entry {value} is out of range or repeated)"
+    specs = (M.fill_i64.spec(M.fill_sig()), M.invert_order.spec(M.invert_sig(o_t.dtype.np)),
+             M.make_combine(dtype.name).spec(M.combine_sig(dtype)))
+    return CudaKernel(run, f"moe_combine_{dtype.name}", kernels=specs, checked=True, error=error)
