@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from common import measure_limits, median_time, openblas_note, print_table, reexec_without_openblas_overrides, row
+from common import ROWS, measure_limits, median_time, openblas_note, print_table, reexec_without_openblas_overrides, row
 
 reexec_without_openblas_overrides()
 
@@ -61,6 +61,8 @@ def bench_mlp(args, limits):
         x = np.random.default_rng(t).standard_normal((t, hidden)).astype(np.float32)
         case = f"SwiGLU MLP {hidden}x{ffn} fp32, {t} tok"
         flops = 2 * t * 3 * hidden * ffn
+        for cm in cms:  # each copy's first call prepares its executable for this size: not timed
+            cm(x)
         it = iter(range(10**9))
         med, best = median_time(lambda: cms[next(it) % ROTATE](x), args.repeat)
         ref = med
@@ -329,25 +331,65 @@ CASES = {"mlp": bench_mlp, "moe": bench_moe, "moe-finegrained": bench_moe_finegr
          "llamacpp": bench_llama, "vit": bench_vit_b16}
 
 
+def _run_isolated(name: str, args, limits) -> None:
+    """Case ``name`` in a fresh Python process (its rows come back as JSON), so one case's state
+    cannot slow the next: PyTorch's and OpenBLAS's worker threads, and a heap fragmented by the
+    models of earlier cases (fewer transparent huge pages for new weights), were measured to cost
+    later sparsec cases 20-60% when every case shared one process."""
+    import json
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "rows.json")
+        cmd = [sys.executable, os.path.abspath(__file__), "--only", name, "--limits", json.dumps(limits),
+               "--rows-out", out] + (["--quick"] if args.quick else []) + \
+              (["--threads", str(args.threads)] if args.threads else [])
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0 or not os.path.exists(out):
+            print(r.stdout[-3000:])
+            row(f"case {name}", "FAILED (see the output above)", float("nan"), float("nan"))
+            return
+        with open(out) as f:
+            ROWS.extend(json.load(f))
+
+
 def main():
+    import json
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--same-process", action="store_true",
+                    help="run every case in this process (default: each case in a fresh process)")
+    ap.add_argument("--limits", default=None, help=argparse.SUPPRESS)     # set by the parent process
+    ap.add_argument("--rows-out", default=None, help=argparse.SUPPRESS)   # where a child writes its rows
     args = ap.parse_args()
     args.repeat = 7 if args.quick else 25
     if args.threads:
         import numba
         numba.set_num_threads(args.threads)
     import numba
-    print(f"sparsec {sc.__version__}; numba threads {numba.get_num_threads()}; {openblas_note()}")
     names = [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in CASES]
     if unknown:
         sys.exit(f"unknown case {', '.join(map(repr, unknown))}; cases: {', '.join(CASES)}")
+    if args.rows_out:  # a child: one case, the parent's limits, rows to a file
+        limits = json.loads(args.limits)
+        for name in names:
+            CASES[name](args, limits)
+        with open(args.rows_out, "w") as f:
+            json.dump(ROWS, f)
+        return
+    print(f"sparsec {sc.__version__}; numba threads {numba.get_num_threads()}; {openblas_note()}")
     limits = measure_limits(args.repeat)
+    isolate = len(names) > 1 and not args.same_process
+    if isolate:
+        print("each case runs in a fresh process (--same-process: all in this one)")
     for name in names:
-        CASES[name](args, limits)
+        if isolate:
+            _run_isolated(name, args, limits)
+        else:
+            CASES[name](args, limits)
     print("ratio = median time / sparsec's median time on the same case (above 1: sparsec is faster)")
     print_table()
 

@@ -90,3 +90,62 @@ def test_other_float_dtypes(dtype):
     q, k, v = qkv(rng, 1, 4, 2, 6, 10, 8, dtype=dt)
     mask = (rng.standard_normal((1, 1, 6, 10))).astype(dt)
     check_graph(attention_graph(q, k, v, mask, causal=True), [q, k, v, mask], "sc.attention")
+
+
+# -- one query row (a decode step): the attention_decode kernel -----------------------------------
+
+@settings(max_examples=25, deadline=None)
+@given(b=st.integers(1, 2), hkv=st.integers(1, 3), group=st.integers(1, 4), l=st.integers(1, 150),
+       d=st.sampled_from([1, 8, 64]), causal=st.booleans(), mask=st.sampled_from([None, "bool", "float"]),
+       seed=st.integers(0, 2**16))
+def test_decode_step_matches_reference(b, hkv, group, l, d, causal, mask, seed):
+    """S = 1: GQA groups, lengths from 1 (several threads' worth included), boolean and additive
+    masks broadcast over heads, causal or not (one query sees every key either way)."""
+    rng = np.random.default_rng(seed)
+    q, k, v = qkv(rng, b, hkv * group, hkv, 1, l, d)
+    if mask is None:
+        g, inputs = attention_graph(q, k, v, causal=causal), [q, k, v]
+    else:
+        m = rng.random((b, 1, 1, l)) < 0.7 if mask == "bool" else \
+            np.where(rng.random((1, hkv * group, 1, l)) < 0.2, -np.inf, rng.standard_normal((1, hkv * group, 1, l)))
+        m = m if mask == "bool" else m.astype(np.float32)
+        g, inputs = attention_graph(q, k, v, m, causal=causal), [q, k, v, m]
+    check_graph(g, inputs, "sc.attention")
+
+
+def test_decode_step_special_rows():
+    """A fully masked row gives zeros, a NaN query a NaN row, an +inf score a NaN row (inf - inf),
+    as the reference; the other rows are unaffected."""
+    rng = np.random.default_rng(7)
+    q, k, v = qkv(rng, 1, 4, 2, 1, 6, 8)
+    q[0, 1, 0, 3] = np.nan
+    q[0, 2, 0, 0] = np.inf
+    mask = np.ones((1, 4, 1, 6), bool)
+    mask[0, 3] = False
+    out = check_graph(attention_graph(q, k, v, mask), [q, k, v, mask], "sc.attention")[0]
+    assert np.all(out[0, 3] == 0) and np.all(np.isnan(out[0, 1])) and np.all(np.isnan(out[0, 2]))
+    assert np.all(np.isfinite(out[0, 0]))
+
+
+def test_decode_step_reads_a_cache_view_through_its_buffer():
+    """``generate`` passes ``cache[:, :, :ctx]`` views; the kernel reads the first ``ctx`` positions of
+    the contiguous buffer (not a copy, not the positions after ``ctx``), and a view that does not
+    start at the buffer's first position is copied instead."""
+    from sparsec.lower.cpu.attention import _positions_view
+    rng = np.random.default_rng(8)
+    q, kb, vb = qkv(rng, 1, 4, 2, 1, 20, 16)
+    kb[:, :, 9:] = np.nan  # beyond ctx: must not be read
+    vb[:, :, 9:] = np.nan
+    k, v = kb[:, :, :9], vb[:, :, :9]
+    assert _positions_view(k) is kb
+    shifted = kb[:, :, 1:10]
+    pv = _positions_view(shifted)
+    assert pv is not kb and pv.shape == shifted.shape and np.array_equal(pv, shifted, equal_nan=True)
+    from sparsec.lower.cpu import lower_op
+    g = attention_graph(q, np.ascontiguousarray(k), np.ascontiguousarray(v), causal=True)
+    (op,) = [o for o in g.main.ops if o.name == "sc.attention"]
+    got = np.empty(q.shape, np.float32)
+    lower_op(op).fn(q, k, v, got)  # the views themselves, as the executable hands donated caches over
+    want = sc.interpret(g, q, np.ascontiguousarray(k), np.ascontiguousarray(v))[0]
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)

@@ -185,3 +185,38 @@ def test_cli_compile_and_run_vision_folder(folders, tmp_path):
     np.save(img, pixels((1, 3, 16, 32)))
     r = CliRunner().invoke(main, ["run", spc, "--input", f"pixel_values={img}"])
     assert r.exit_code == 1 and "dim 2 must be 32" in r.output, r.output
+
+
+def test_image_normalizer_matches_the_hf_image_processor(tmp_path):
+    """``sc.hf.image_normalizer(folder)`` (``preprocessor_config.json``) does the image processor's
+    rescale and normalize (transformers' own ``image_transforms.rescale`` / ``normalize`` as the
+    oracle: the processors themselves need torchvision and PIL), and composes with the encoder in
+    one compiled function from a uint8 image."""
+    import json
+    from transformers.image_transforms import normalize, rescale
+    from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": OPENAI_CLIP_MEAN,
+         "image_std": OPENAI_CLIP_STD}))
+    rng = np.random.default_rng(0)
+    chw = rng.integers(0, 256, size=(1, 3, 32, 32), dtype=np.uint8)
+    cf = dict(data_format="channels_first", input_data_format="channels_first")
+    want = normalize(rescale(chw[0], 1 / 255, **cf), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, **cf)[None]
+    norm = sc.hf.image_normalizer(str(tmp_path))
+    cm = sc.compile(norm, sc.TensorSpec((1, 3, 32, 32), "uint8", name="image"), progress=False)
+    np.testing.assert_allclose(cm(chw), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(sc.interpret(sc.trace(norm, sc.TensorSpec((1, 3, 32, 32), "uint8")), chw)[0], want,
+                               rtol=1e-6, atol=1e-6)
+    hf = _perturb(transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**VISION)))
+    hf.save_pretrained(str(tmp_path))
+    vit = sc.load_hf(str(tmp_path))
+    both = sc.compile(lambda image: vit(norm(image))["last_hidden_state"],
+                      sc.TensorSpec((1, 3, 32, 32), "uint8", name="image"), progress=False)
+    with torch.no_grad():
+        ref = hf(pixel_values=torch.from_numpy(np.ascontiguousarray(want))).last_hidden_state.numpy()
+    np.testing.assert_allclose(both(chw), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    with pytest.raises(ImageShapeError, match=r"\[batch, 3, height, width\]"):
+        sc.trace(norm, sc.TensorSpec((1, 4, 32, 32), "uint8"))
+    (tmp_path / "preprocessor_config.json").write_text('{"do_normalize": true, "image_mean": [0.5, 0.5, 0.5]}')
+    with pytest.raises(sc.hf.HFConfigError, match="image_std"):
+        sc.hf.image_normalizer(str(tmp_path))

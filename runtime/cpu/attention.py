@@ -199,6 +199,82 @@ def _attend_items(q, k, v, L, mask, ms, has_mask, causal, scale, lo, hi, out):
                       out)
 
 
+@njit(cache=True)
+def data_offset(a, b):
+    """Byte offset of ``a``'s first element from ``b``'s (one compiled call: cheaper than NumPy's
+    ``__array_interface__`` or ``.ctypes`` from Python)."""
+    return a.ctypes.data - b.ctypes.data
+
+
+@njit(fastmath=FAST, cache=True)
+def _decode_head(q, k, v, L, mask, ms, has_mask, scale, b, h, kh, scores, out):
+    """One query row (``S = 1``: a decode step) of head ``h``: its ``L`` scores (a dot product per key,
+    vectorized along ``D``), their maximum, the exponentials and their sum, then the weighted sum of
+    the value rows (vectorized along ``Dv``). Two passes over the keys instead of the tiles' online
+    rescaling: at one query row the scores fit in a small buffer and the tiles would leave 3 of
+    their 4 rows (or half, with 2 heads per KV head) empty. The single query sees every key when
+    causal (its position is the last)."""
+    D, Dv = q.shape[3], v.shape[3]
+    neg_inf = -np.inf
+    zero = q.dtype.type(0.0)
+    m = neg_inf
+    nan = False
+    for j in range(L):
+        acc = zero
+        for d in range(D):
+            acc += q[b, h, 0, d] * k[b, kh, j, d]
+        val = acc * scale
+        if has_mask:
+            val += mask[b * ms[0] + h * ms[1] + j * ms[3]]
+        scores[j] = val
+        if val != val:
+            nan = True
+        elif val > m:
+            m = val
+    for d in range(Dv):
+        out[b, h, 0, d] = zero
+    if nan or m == np.inf:  # a NaN score, or +inf (inf - inf): a NaN row, as the reference
+        for d in range(Dv):
+            out[b, h, 0, d] = np.nan
+        return
+    if m == neg_inf:  # no visible key: zeros, as the reference
+        return
+    total = zero
+    for j in range(L):
+        p = softmax_exp(scores[j] - m)
+        scores[j] = p
+        total += p
+    for j in range(L):
+        p = scores[j]
+        if p != zero:
+            for d in range(Dv):
+                out[b, h, 0, d] += p * v[b, kh, j, d]
+    inv = q.dtype.type(1.0) / total
+    for d in range(Dv):
+        out[b, h, 0, d] *= inv
+
+
+@njit(parallel=prange_only(), fastmath=FAST, cache=True)
+def attention_decode(q, k, v, L, mask, mask_strides, has_mask, scale, chunks, out):
+    """``attention`` for one query position (``q [B, Hq, 1, D]``), one head per work item
+    (``_decode_head``), in ``chunks`` contiguous runs of heads on the threads (1: this thread)."""
+    B, Hq = q.shape[0], q.shape[1]
+    group = Hq // k.shape[1]
+    items = B * Hq
+    chunks = max(1, min(chunks, items))
+    if chunks == 1:
+        scores = np.empty(max(L, 1), q.dtype)
+        for it in range(items):
+            _decode_head(q, k, v, L, mask, mask_strides, has_mask, scale, it // Hq, it % Hq, (it % Hq) // group,
+                         scores, out)
+        return
+    for c in prange(chunks):
+        scores = np.empty(max(L, 1), q.dtype)
+        for it in range((items * c) // chunks, (items * (c + 1)) // chunks):
+            _decode_head(q, k, v, L, mask, mask_strides, has_mask, scale, it // Hq, it % Hq, (it % Hq) // group,
+                         scores, out)
+
+
 @njit(parallel=prange_only(), fastmath=FAST, cache=True)
 def attention(q, k, v, L, mask, mask_strides, has_mask, causal, scale, chunks, out):
     """``out[b, h, i] = softmax(q[b, h, i] . k[b, h // group]^T * scale + mask) @ v[b, h // group]``.
@@ -233,4 +309,6 @@ def attention_chunks(q_shape, k_shape, v_shape) -> int:
     B, Hq, S, D = q_shape
     if B * Hq * S * k_shape[2] * (D + v_shape[3]) < SERIAL_WORK:
         return 1
+    if S == 1:  # attention_decode: one head per item, a contiguous run of heads per thread
+        return numba.get_num_threads()
     return 4 * numba.get_num_threads()

@@ -22,7 +22,7 @@ from ..errors import SparsecError
 from .config import HFConfigError, HFWeightError, read_config  # noqa: F401
 from .weights import Checkpoint, load_into, plan_weights
 
-__all__ = ["load_hf", "architectures", "input_specs", "HFConfigError", "HFWeightError"]
+__all__ = ["load_hf", "architectures", "input_specs", "image_normalizer", "HFConfigError", "HFWeightError"]
 
 
 def architectures() -> tuple[dict, dict]:
@@ -82,3 +82,32 @@ def input_specs(model) -> list:
     if getattr(model, "is_encoder", False) or type(model).__name__ == "BertModel":
         names += ["attention_mask", "token_type_ids"]
     return [TensorSpec(("batch", "seq"), "int64", name=n) for n in names]
+
+
+def image_normalizer(path: str):
+    """``sc.nn.ImageNormalize`` from the folder's ``preprocessor_config.json`` (``image_mean``,
+    ``image_std``, ``rescale_factor``, ``do_rescale``, ``do_normalize``): the processor's rescale
+    and normalize steps as a traced module (resize and crop are not included)."""
+    import json
+    from ..nn.vision import ImageNormalize
+    f = os.path.join(os.fspath(path), "preprocessor_config.json")
+    if not os.path.isfile(f):
+        raise HFConfigError(f"{path}: no preprocessor_config.json (the image processor's settings)")
+    try:
+        with open(f) as fh:
+            cfg = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise HFConfigError(f"{f}: not readable JSON ({e})") from None
+    rescale = float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else None
+    if not cfg.get("do_normalize", True):
+        mean, std = [0.0] * 3, [1.0] * 3
+    else:
+        mean, std = cfg.get("image_mean"), cfg.get("image_std")
+        if mean is None or std is None:
+            raise HFConfigError(f"{f}: do_normalize without image_mean / image_std")
+        mean = [mean] * 3 if isinstance(mean, (int, float)) else mean
+        std = [std] * 3 if isinstance(std, (int, float)) else std
+    try:
+        return ImageNormalize(mean, std, rescale)
+    except ValueError as e:
+        raise HFConfigError(f"{f}: {e}") from None

@@ -10,5 +10,5 @@ from .norm import LayerNorm, RMSNorm  # noqa: F401
 from .transformer import CausalLM, DecoderLayer, DecoderModel  # noqa: F401
 from .moe import MoE  # noqa: F401
 from .mla import MLA, MLACausalLM  # noqa: F401
-from .vision import CLIPVisionModel, SiglipVisionModel, ViTModel  # noqa: F401
+from .vision import CLIPVisionModel, ImageNormalize, SiglipVisionModel, ViTModel  # noqa: F401
 from .llava import LlavaForConditionalGeneration  # noqa: F401

@@ -31,6 +31,38 @@ class ImageShapeError(SparsecError):
     """``pixel_values`` of another shape or dtype than the vision model was built for."""
 
 
+class ImageNormalize(Module):
+    """The rescale-and-normalize step of a Hugging Face image processor, as a traced module:
+    ``(image * rescale_factor - mean[c]) / std[c]`` per channel of ``[batch, C, H, W]`` (an integer
+    image, uint8 0..255, is cast to float32 first). Resizing and cropping stay outside (give an
+    image of the model's size). ``sc.hf.image_normalizer(folder)`` builds one from the folder's
+    ``preprocessor_config.json``; compose it with the encoder::
+
+        norm, vit = sc.hf.image_normalizer(folder), sc.load_hf(folder)
+        cm = sc.compile(lambda image: vit(norm(image)), sc.TensorSpec((1, 3, 224, 224), "uint8", name="image"))
+    """
+
+    def __init__(self, mean, std, rescale_factor: float | None = 1 / 255):
+        super().__init__()
+        mean, std = np.asarray(mean, np.float32).reshape(-1), np.asarray(std, np.float32).reshape(-1)
+        if mean.shape != std.shape or mean.size == 0:
+            raise ValueError(f"image mean and std need one value per channel, got {mean.size} and {std.size}")
+        if np.any(std == 0) or not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+            raise ValueError(f"image std must be finite and non-zero, mean finite: mean {mean.tolist()}, "
+                             f"std {std.tolist()}")
+        self.mean, self.std = mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1)
+        self.rescale_factor = None if rescale_factor is None else float(rescale_factor)
+
+    def forward(self, image):
+        if image.ndim != 4 or image.shape[1] != self.mean.shape[0]:
+            raise ImageShapeError(f"ImageNormalize: the image must be [batch, {self.mean.shape[0]}, height, width], "
+                                  f"got {list(image.shape)}")
+        x = image if image.dtype.is_float else ops.cast(image, "float32")
+        if self.rescale_factor is not None:
+            x = x * np.float32(self.rescale_factor)
+        return (x - self.mean) / self.std
+
+
 def quick_gelu(x):
     """CLIP's ``x * sigmoid(1.702 x)``."""
     return x * ops.sigmoid(x * 1.702)

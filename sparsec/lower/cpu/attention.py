@@ -39,7 +39,7 @@ def _positions_view(a: np.ndarray) -> np.ndarray:
     buf = a.base
     if isinstance(buf, np.ndarray) and buf.ndim == 4 and buf.flags.c_contiguous and buf.strides == a.strides \
             and buf.shape[:2] == a.shape[:2] and buf.shape[3] == a.shape[3] and buf.dtype == a.dtype \
-            and a.__array_interface__["data"][0] == buf.__array_interface__["data"][0]:
+            and A.data_offset(a, buf) == 0:
         return buf
     return np.ascontiguousarray(a)
 
@@ -65,8 +65,12 @@ def lower_attention(op) -> Kernel:
         res = out if native else np.empty(out.shape, ct)
         L = k.shape[2]
         chunks = A.attention_chunks(q.shape, k.shape, v.shape)
-        A.attention(q, _positions_view(k), _positions_view(v), L, flat, strides, has_mask, causal, scale, chunks,
-                    res)
+        kernel = A.attention_decode if q.shape[2] == 1 and L >= 1 else None
+        if kernel is not None:  # one query row (a decode step): causal changes nothing, it sees every key
+            kernel(q, _positions_view(k), _positions_view(v), L, flat, strides, has_mask, scale, chunks, res)
+        else:
+            A.attention(q, _positions_view(k), _positions_view(v), L, flat, strides, has_mask, causal, scale, chunks,
+                        res)
         if not native:
             out[...] = res
     return Kernel(run, f"attention_{np.dtype(ct).name}", impl="numba",
