@@ -333,9 +333,9 @@ CASES = {"mlp": bench_mlp, "moe": bench_moe, "moe-finegrained": bench_moe_finegr
 
 def _run_isolated(name: str, args, limits) -> None:
     """Case ``name`` in a fresh Python process (its rows come back as JSON), so one case's state
-    cannot slow the next: PyTorch's and OpenBLAS's worker threads, and a heap fragmented by the
-    models of earlier cases (fewer transparent huge pages for new weights), were measured to cost
-    later sparsec cases 20-60% when every case shared one process."""
+    (PyTorch's and OpenBLAS's worker threads, the memory of earlier cases' models) cannot affect
+    the next. In one shared process the quant case's fp32 MoE layer measured 1.44 ms against 1.19 ms
+    in the moe case just before it (same model and inputs)."""
     import json
     import subprocess
     import tempfile
