@@ -66,6 +66,13 @@ class Executable:
         self._key_symbols = [s for s in self._symbols if s in owned]
 
     # -- calling ---------------------------------------------------------------------------
+    #: what an input may be, for errors (the CUDA executable also takes device arrays)
+    input_kinds = "a NumPy array"
+
+    @staticmethod
+    def _is_input_array(x) -> bool:
+        return isinstance(x, np.ndarray)
+
     def bind(self, arrays) -> dict[str, int]:
         """Check the inputs against the function's types; returns the symbol sizes they give."""
         if len(arrays) != len(self._input_dims):
@@ -74,10 +81,10 @@ class Executable:
                                     f"got {len(arrays)}")
         b: dict[str, int] = {}
         for x, (name, t, syms) in zip(arrays, self._input_dims):
-            if not isinstance(x, np.ndarray):
-                raise RuntimeInputError(f"input {name!r}: expected a NumPy array {t.pretty()}, "
+            if not self._is_input_array(x):
+                raise RuntimeInputError(f"input {name!r}: expected {self.input_kinds} {t.pretty()}, "
                                         f"got {type(x).__name__}")
-            if x.dtype != t.dtype.np:
+            if np.dtype(x.dtype) != t.dtype.np:
                 raise RuntimeInputError(f"input {name!r}: expected dtype {t.dtype} ({t.pretty()}), got {x.dtype}")
             if x.ndim != t.rank:
                 raise RuntimeInputError(f"input {name!r}: expected rank {t.rank} {t.pretty()}, got shape {x.shape}")

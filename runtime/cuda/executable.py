@@ -18,7 +18,7 @@ import numpy as np
 
 from ...errors import SparsecError
 from ...ir.types import TensorType, bound_dims
-from ..executable import MAX_PREPARED, Executable, KernelError, RuntimeInputError
+from ..executable import MAX_PREPARED, Executable, KernelError
 from ..memory import place, storage_root
 from . import device as D
 
@@ -45,34 +45,15 @@ class CudaExecutable(Executable):
         super().__init__(plan)
         self.weights = weights if weights is not None else D.DeviceWeights(plan.weights)
         #: step index -> CudaKernel (for checked kernels' messages; from lowering)
-        self.kernels = kernels if kernels is not None else getattr(plan, "cuda_kernels", {})
+        self.kernels = kernels if kernels is not None else getattr(plan, "kernels", {})
         self._constants: dict[int, object] = {}
 
     # -- calling ---------------------------------------------------------------------------
-    def bind(self, arrays) -> dict[str, int]:
-        if len(arrays) != len(self._input_dims):
-            names = ", ".join(n for n, _, _ in self._input_dims)
-            raise RuntimeInputError(f"@{self.plan.function} takes {len(self._input_dims)} inputs ({names}), "
-                                    f"got {len(arrays)}")
-        b: dict[str, int] = {}
-        for x, (name, t, syms) in zip(arrays, self._input_dims):
-            if not (isinstance(x, np.ndarray) or D.is_device_array(x)):
-                raise RuntimeInputError(f"input {name!r}: expected a NumPy or CUDA device array {t.pretty()}, "
-                                        f"got {type(x).__name__}")
-            if np.dtype(x.dtype) != t.dtype.np:
-                raise RuntimeInputError(f"input {name!r}: expected dtype {t.dtype} ({t.pretty()}), got {x.dtype}")
-            if x.ndim != t.rank:
-                raise RuntimeInputError(f"input {name!r}: expected rank {t.rank} {t.pretty()}, got shape {x.shape}")
-            for ax, d in enumerate(t.shape):
-                if isinstance(d, int) and x.shape[ax] != d:
-                    raise RuntimeInputError(f"input {name!r}: dim {ax} must be {d} ({t.pretty()}), "
-                                            f"got shape {x.shape}")
-            for ax, s in syms:
-                n = x.shape[ax]
-                if b.setdefault(s, n) != n:
-                    raise RuntimeInputError(f"input {name!r}: dim {ax} is {s!r}={b[s]} from an earlier input, "
-                                            f"got {n}")
-        return b
+    input_kinds = "a NumPy or CUDA device array"
+
+    @staticmethod
+    def _is_input_array(x) -> bool:
+        return isinstance(x, np.ndarray) or D.is_device_array(x)
 
     def __call__(self, *arrays) -> tuple[np.ndarray, ...]:
         return self.call(*arrays)

@@ -88,7 +88,7 @@ def kernel_specs(plans) -> list:
     """``(op name, PtxSpec)`` for every distinct kernel (pyfunc and signature) of ``plans``."""
     seen, out = set(), []
     for plan in plans:
-        for k, kern in sorted(getattr(plan, "cuda_kernels", {}).items()):
+        for k, kern in sorted(getattr(plan, "kernels", {}).items()):
             for spec in kern.kernels:
                 key = (spec.pyfunc, spec.signature)
                 if key not in seen:

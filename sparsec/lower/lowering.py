@@ -1,5 +1,8 @@
-"""IR -> ``Plan``: one slot per SSA value of a function, one kernel step per op."""
+"""IR -> ``Plan``: one slot per SSA value of a function, one kernel step per op, for any target
+(a target is a set of rules: ``sparsec.lower.cpu``, ``sparsec.lower.cuda``)."""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -7,23 +10,51 @@ from ..ir import Graph, TensorType
 from ..runtime.plan import Plan, Slot, Step
 
 
+class Target(NamedTuple):
+    """What ``lower_function`` needs of a target's rule package."""
+    error: type                   # its LoweringError
+    has_rule: object              # has_rule(op name) -> bool
+    lower_op: object              # lower_op(op) -> kernel (.fn .name .impl .view .info)
+    kv_write_inplace: object      # rule for an sc.kv_write on a donated cache (updated in place)
+    missing_ops: object = None    # missing_ops(ops) -> names without a rule, all reported at once
+
+
+def target_rules(target: str) -> Target:
+    """The rule package of ``target`` (the CUDA one is imported only when asked for: it loads
+    numba.cuda)."""
+    if target == "cpu":
+        from .cpu import LoweringError, has_cpu_lowering, lower_op
+        from .cpu.cache import lower_kv_write_inplace
+        return Target(LoweringError, has_cpu_lowering, lower_op, lower_kv_write_inplace)
+    if target == "cuda":
+        from .cuda import LoweringError, has_cuda_lowering, lower_op, missing_ops
+        from .cuda.attention import lower_kv_write_inplace
+        return Target(LoweringError, has_cuda_lowering, lower_op, lower_kv_write_inplace, missing_ops)
+    from .cpu import LoweringError
+    raise LoweringError(f"target {target!r} has no lowering here (available: cpu, cuda)")
+
+
 def lower_function(graph: Graph, function: str | None = None, target: str = "cpu", fallback=None,
                    donate: frozenset[str] | set[str] = frozenset()) -> Plan:
     """Lower ``graph``'s function (default: main) for ``target``; every op must have a rule.
 
     ``fallback(op) -> Kernel`` is used for ops without a rule (tests of the runtime use
-    ``sparsec.testing.reference_kernel``); by default a missing rule is a ``LoweringError``.
+    ``sparsec.testing.reference_kernel``); by default a missing rule is a ``LoweringError`` (on a
+    target with ``missing_ops``, one error listing every op without a rule).
     ``donate`` names inputs whose arrays the caller hands over: a ``sc.kv_write`` that is the
     only user of a donated cache updates it in place (its result aliases the input).
+    The plan's ``kernels`` maps each step index to its kernel object (the CUDA executable reads
+    the checked kernels' error slots there, ``--emit-ptx`` the PTX specs).
     """
-    if target == "cuda":  # the CUDA rules and plan builder: sparsec.lower.cuda
-        from .cuda.plan import lower_function_cuda
-        return lower_function_cuda(graph, function, fallback, donate)
-    if target != "cpu":
-        from .cpu import LoweringError
-        raise LoweringError(f"target {target!r} has no lowering here (available: cpu, cuda)")
-    from .cpu import LoweringError, has_cpu_lowering, lower_op
+    t = target_rules(target)
+    LoweringError = t.error
     fn = graph.functions[function] if function else graph.main
+    if fallback is None and t.missing_ops is not None:
+        missing_rules = t.missing_ops(fn.ops)
+        if missing_rules:
+            raise LoweringError(f"@{fn.name}: the {target.upper()} target has no lowering for {len(missing_rules)} "
+                                f"op(s) in this function: {', '.join(missing_rules)} (use target='cpu' for this "
+                                f"model)")
     slots: list[Slot] = []
     index: dict[int, int] = {}
 
@@ -35,6 +66,7 @@ def lower_function(graph: Graph, function: str | None = None, target: str = "cpu
 
     inputs = [new_slot(a, "input", n) for a, n in zip(fn.args, fn.input_names())]
     steps: list[Step] = []
+    kernels: dict = {}
     weights = {}
     missing = []
     for op in fn.ops:
@@ -60,16 +92,16 @@ def lower_function(graph: Graph, function: str | None = None, target: str = "cpu
             new_slot(op.result, "constant", "constant", value=np.require(op.attrs["value"], requirements="C"))
             continue
         if op.name == "sc.kv_write" and _donated(op.operands[0], fn, donate):
-            from .cpu.cache import lower_kv_write_inplace
-            k = lower_kv_write_inplace(op)
-        elif fallback is not None and not has_cpu_lowering(op.name):
+            k = t.kv_write_inplace(op)
+        elif fallback is not None and not t.has_rule(op.name):
             k = fallback(op)
         else:
-            k = lower_op(op)
+            k = t.lower_op(op)
         ins = tuple(index[id(v)] for v in op.operands)
         inplace = bool(k.info.get("inplace", False))
         alias = ins[0] if (k.view or inplace) else None
         outs = tuple(new_slot(r, "buffer", f"{op.name} result {r.index}", alias_of=alias) for r in op.results)
+        kernels[len(steps)] = k
         steps.append(Step(k.fn, ins, outs, op.name, op.loc, k.name, k.impl, view=k.view or inplace,
                           inplace=inplace))
     if missing:
@@ -77,8 +109,10 @@ def lower_function(graph: Graph, function: str | None = None, target: str = "cpu
                             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     outputs = [index[id(v)] for v in fn.outputs]
     inplace = tuple(sorted({inputs.index(s.inputs[0]) for s in steps if s.inplace and s.inputs[0] in inputs}))
-    return Plan(fn.name, slots, steps, inputs, outputs, fn.input_names(), fn.output_names(), weights, target,
+    plan = Plan(fn.name, slots, steps, inputs, outputs, fn.input_names(), fn.output_names(), weights, target,
                 inplace)
+    plan.kernels = kernels
+    return plan
 
 
 def _donated(v, fn, donate) -> bool:
