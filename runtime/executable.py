@@ -38,6 +38,8 @@ class _Prepared:
     static_values: dict      # slot -> array (arena buffers, weights, constants, static views)
     arena_bytes: int
     result_sources: list     # per output: ("static", array) | ("slot", slot)
+    errors: object = None    # a target's per-call error slots (CUDA: device int64 [n_checked, 2])
+    checked_steps: tuple = ()  # the step index of each error row
 
 
 class Executable:
@@ -188,6 +190,20 @@ class Executable:
         return time.perf_counter() - t0
 
     # -- preparing for one set of sizes ----------------------------------------------------
+    # hooks of a target's executable (the CUDA one: device memory, uploaded constants, error slots)
+    def _new_arena(self, nbytes: int):
+        return np.empty(nbytes, np.uint8)
+
+    def _weight_value(self, slot):
+        return self.plan.weights[slot.weight]
+
+    def _constant_value(self, slot):
+        return slot.value
+
+    def _error_slots(self) -> tuple[object, dict]:
+        """(error array or None, step index -> extra argument): none on the CPU (kernels raise)."""
+        return None, {}
+
     def _prepare(self, bindings: dict[str, int]) -> _Prepared:
         plan = self.plan
         shapes, nbytes = {}, {}
@@ -203,18 +219,19 @@ class Executable:
         dynamic_roots = output_roots | input_roots
         arena_storages = [st for st in self.storages if st.root not in dynamic_roots]
         offsets, arena_bytes = place(arena_storages, nbytes)
-        arena = np.empty(max(arena_bytes, 1), np.uint8)
+        arena = self._new_arena(max(arena_bytes, 1))
 
         static: dict[int, np.ndarray] = {}
         for s in plan.slots:
             if s.kind == "weight":
-                static[s.index] = plan.weights[s.weight]
+                static[s.index] = self._weight_value(s)
             elif s.kind == "constant":
-                static[s.index] = s.value
+                static[s.index] = self._constant_value(s)
             elif s.kind == "buffer" and s.alias_of is None and s.index in offsets:
                 off = offsets[s.index]
                 static[s.index] = arena[off:off + nbytes[s.index]].view(s.type.dtype.np).reshape(shapes[s.index])
 
+        errors, error_arg = self._error_slots()
         # slots whose array changes per call: inputs, fresh outputs, and views/in-place results of them
         dynamic = {s.index for s in plan.slots if storage_root(plan, s.index) in dynamic_roots}
         entries = []
@@ -226,7 +243,7 @@ class Executable:
                     outs = step.fn(*[static[i] for i in ins])  # a view of static memory: once, now
                     for o, a in zip(step.outputs, outs):
                         # (an empty array shares no memory with anything: nothing to alias)
-                        if a.size and not np.shares_memory(a, static[ins[0]]):
+                        if isinstance(a, np.ndarray) and a.size and not np.shares_memory(a, static[ins[0]]):
                             raise KernelError(f"{step.op}: view kernel {step.kernel} returned a copy, not a view")
                         static[o] = a
                     continue
@@ -243,6 +260,8 @@ class Executable:
                         args.append(static.get(o))
                         if o in dynamic:
                             slot_uses.setdefault(o, []).append((args, base + k))
+                    if step_index in error_arg:
+                        args.append(error_arg[step_index])
                     entries.append((step.fn, args, None, step_index))
 
         result_sources = []
@@ -261,7 +280,8 @@ class Executable:
             if st.root in output_roots and st.root not in input_roots and plan.slots[st.root].kind == "buffer":
                 fresh.append((st.root, shapes[st.root], plan.slots[st.root].type.dtype.np,
                               slot_uses.get(st.root, [])))
-        return _Prepared(entries, input_patches, fresh, static, arena_bytes, result_sources)
+        return _Prepared(entries, input_patches, fresh, static, arena_bytes, result_sources, errors,
+                         tuple(sorted(error_arg)))
 
     # -- reports ---------------------------------------------------------------------------
     def memory_report(self, bindings: dict[str, int]) -> dict:

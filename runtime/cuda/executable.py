@@ -12,27 +12,13 @@ KV caches there and copies only the logits).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
 from ...errors import SparsecError
-from ...ir.types import TensorType, bound_dims
-from ..executable import MAX_PREPARED, Executable, KernelError
-from ..memory import place, storage_root
+from ...ir.types import bound_dims
+from ..executable import MAX_PREPARED, Executable, KernelError, _Prepared
 from . import device as D
-
-
-@dataclass
-class _Prepared:
-    entries: list            # (fn, args, patches, step index)
-    input_patches: list      # per input: [(args list, position)]
-    fresh: list              # (root slot, shape, dtype, [(args, position)]) allocated per call
-    static_values: dict
-    arena_bytes: int
-    result_sources: list
-    errors: object           # device int64 [n_checked, 2] or None
-    checked_steps: list      # step index per error row
 
 
 class CudaExecutable(Executable):
@@ -183,82 +169,26 @@ class CudaExecutable(Executable):
         return d
 
     def _prepare(self, bindings: dict[str, int]) -> _Prepared:
-        plan = self.plan
-        D.require_device(f"running @{plan.function} on target 'cuda'")  # a clear error before numba's
-        shapes, nbytes = {}, {}
-        for s in plan.slots:
-            if isinstance(s.type, TensorType):
-                shapes[s.index] = s.type.concrete(bindings)
-                nbytes[s.index] = int(np.prod(shapes[s.index], dtype=np.int64)) * s.type.dtype.np.itemsize
-            else:
-                shapes[s.index], nbytes[s.index] = None, 0
-        output_roots = {r for r in (storage_root(plan, o) for o in plan.outputs) if plan.slots[r].kind == "buffer"}
-        input_roots = {storage_root(plan, i) for i in plan.inputs}
-        dynamic_roots = output_roots | input_roots
-        arena_storages = [st for st in self.storages if st.root not in dynamic_roots]
-        offsets, arena_bytes = place(arena_storages, nbytes)
-        arena = D.empty((max(arena_bytes, 1),), np.uint8)
+        D.require_device(f"running @{self.plan.function} on target 'cuda'")  # a clear error before numba's
+        return super()._prepare(bindings)
 
-        static: dict[int, object] = {}
-        for s in plan.slots:
-            if s.kind == "weight":
-                static[s.index] = self.weights.get(s.weight)
-            elif s.kind == "constant":
-                static[s.index] = self._constant(s)
-            elif s.kind == "buffer" and s.alias_of is None and s.index in offsets:
-                off = offsets[s.index]
-                static[s.index] = arena[off:off + nbytes[s.index]].view(s.type.dtype.np).reshape(shapes[s.index])
+    def _new_arena(self, nbytes: int):
+        return D.empty((nbytes,), np.uint8)
 
-        checked = [k for k, step in enumerate(plan.steps) if self.kernels.get(k) is not None
+    def _weight_value(self, slot):
+        return self.weights.get(slot.weight)
+
+    def _constant_value(self, slot):
+        return self._constant(slot)
+
+    def _error_slots(self) -> tuple[object, dict]:
+        """One device ``int64[2]`` row per checked kernel, passed as its last argument."""
+        checked = [k for k, step in enumerate(self.plan.steps) if self.kernels.get(k) is not None
                    and self.kernels[k].checked]
-        errors = D.zeros((len(checked), 2), np.int64) if checked else None
-        err_row = {k: i for i, k in enumerate(checked)}
-
-        dynamic = {s.index for s in plan.slots if storage_root(plan, s.index) in dynamic_roots}
-        entries = []
-        slot_uses: dict[int, list] = {}
-        with bound_dims(bindings):
-            for step_index, step in enumerate(plan.steps):
-                ins = list(step.inputs)
-                if step.view and not step.inplace and all(i not in dynamic for i in ins):
-                    outs = step.fn(*[static[i] for i in ins])
-                    for o, a in zip(step.outputs, outs):
-                        static[o] = a
-                    continue
-                args = [static.get(i) for i in ins]
-                for j, i in enumerate(ins):
-                    if i in dynamic:
-                        slot_uses.setdefault(i, []).append((args, j))
-                if step.view or step.inplace:
-                    patches = [slot_uses.setdefault(o, []) for o in step.outputs]
-                    entries.append((step.fn, args, patches, step_index))
-                else:
-                    base = len(args)
-                    for k, o in enumerate(step.outputs):
-                        args.append(static.get(o))
-                        if o in dynamic:
-                            slot_uses.setdefault(o, []).append((args, base + k))
-                    if step_index in err_row:
-                        args.append(errors[err_row[step_index]])
-                    entries.append((step.fn, args, None, step_index))
-
-        result_sources = []
-        for o in plan.outputs:
-            if o in plan.inputs:
-                result_sources.append(("input", plan.inputs.index(o)))
-            elif o not in dynamic:
-                result_sources.append(("static", static[o]))
-            else:
-                holder = [None]
-                slot_uses.setdefault(o, []).append((holder, 0))
-                result_sources.append(("slot", (holder, 0)))
-        input_patches = [slot_uses.get(i, []) for i in plan.inputs]
-        fresh = []
-        for st in self.storages:
-            if st.root in output_roots and st.root not in input_roots and plan.slots[st.root].kind == "buffer":
-                fresh.append((st.root, shapes[st.root], plan.slots[st.root].type.dtype.np,
-                              slot_uses.get(st.root, [])))
-        return _Prepared(entries, input_patches, fresh, static, arena_bytes, result_sources, errors, checked)
+        if not checked:
+            return None, {}
+        errors = D.zeros((len(checked), 2), np.int64)
+        return errors, {k: errors[i] for i, k in enumerate(checked)}
 
     def memory_report(self, bindings: dict[str, int]) -> dict:
         out = super().memory_report(bindings)
