@@ -21,8 +21,9 @@ from typing import Callable
 import numpy as np
 
 from ...errors import SparsecError
-from ...ir import Operation, TensorType, get_opdef
+from ...ir import Operation, TensorType
 from ...ir.types import QuantType
+from ..rules import has_lowering, lowering_decorator
 
 TARGET = "cpu"
 
@@ -54,23 +55,12 @@ NOT_LOWERED: dict[str, str] = {
 }
 
 
-def cpu_lowering(*names: str):
-    """Decorator registering ``rule(op) -> Kernel`` as the CPU lowering of the ops ``names``."""
-    def deco(rule):
-        for n in names:
-            d = get_opdef(n)
-            if d is None:
-                raise ValueError(f"cpu_lowering: no op named {n!r}")
-            if TARGET in d.lowerings:
-                raise ValueError(f"{n} already has a CPU lowering")
-            d.lowerings[TARGET] = rule
-        return rule
-    return deco
+#: ``@cpu_lowering("sc.x")`` registers ``rule(op) -> Kernel`` as the CPU lowering of ``sc.x``
+cpu_lowering = lowering_decorator(TARGET, "CPU")
 
 
 def has_cpu_lowering(name: str) -> bool:
-    d = get_opdef(name)
-    return d is not None and TARGET in d.lowerings
+    return has_lowering(TARGET, name)
 
 
 def lower_op(op: Operation) -> Kernel:

@@ -41,8 +41,17 @@ compile --emit-ptx``), and must not touch device memory then.
   in ``sparsec.runtime.cuda.*`` wrapped by ``launch.CudaFunction`` (jitted on first launch).
 - host data a kernel needs (constants, a frequency table) is uploaded on first call and cached
   (``sparsec.runtime.cuda.device.Uploaded``), never at lowering.
-- dtypes: f32, f64, the integers and bool where the op allows them. f16/bf16 are refused with a
-  ``LoweringError`` for now (numba.cuda has no bf16 arithmetic we rely on yet).
+- dtypes: f32, f64, the integers and bool where the op allows them, and f16/bf16
+  (``sparsec.runtime.cuda.half``): f16 tensors are numba ``float16`` device arrays; numba cannot
+  type ``ml_dtypes.bfloat16``, so every bfloat16 array a kernel is launched with is viewed as its
+  ``uint16`` bits by ``launch.CudaFunction`` (the executable, weights and results keep bfloat16;
+  ``PtxSpec`` signatures say ``uint16``: ``runtime.cuda.types.arr`` maps it). Kernels widen 16-bit
+  elements to f32 as they load them, compute as for f32 and round once to the storage dtype when
+  they store (round to nearest even, NaN kept), as the references. Data movement (shape ops,
+  gathers, permute, KV writes) moves 2-byte elements unchanged. Rules that do not handle a 16-bit
+  dtype refuse it with ``refuse_half`` (a ``LoweringError`` naming the op and the dtype):
+  ``sc.conv2d``, ``sc.scatter_add``, ``sc.index_add``, ``sc.one_hot``, ``sc.sparse_input_linear``;
+  the quantized matmuls take f32 activations only (a ``LoweringError`` says to insert ``sc.cast``).
 
 Ops without a CUDA rule make ``lower_function(..., target="cuda")`` raise one
 ``LoweringError`` listing every missing op (``missing_ops``).
@@ -68,7 +77,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ...errors import SparsecError
-from ...ir import Operation, get_opdef
+from ...ir import Operation
+from ..rules import has_lowering, lowering_decorator
 
 TARGET = "cuda"
 
@@ -106,23 +116,12 @@ NOT_LOWERED: dict[str, str] = {
 }
 
 
-def cuda_lowering(*names: str):
-    """Decorator registering ``rule(op) -> CudaKernel`` as the CUDA lowering of the ops ``names``."""
-    def deco(rule):
-        for n in names:
-            d = get_opdef(n)
-            if d is None:
-                raise ValueError(f"cuda_lowering: no op named {n!r}")
-            if TARGET in d.lowerings:
-                raise ValueError(f"{n} already has a CUDA lowering")
-            d.lowerings[TARGET] = rule
-        return rule
-    return deco
+#: ``@cuda_lowering("sc.x")`` registers ``rule(op) -> CudaKernel`` as the CUDA lowering of ``sc.x``
+cuda_lowering = lowering_decorator(TARGET, "CUDA")
 
 
 def has_cuda_lowering(name: str) -> bool:
-    d = get_opdef(name)
-    return d is not None and TARGET in d.lowerings and name not in NOT_LOWERED
+    return has_lowering(TARGET, name, NOT_LOWERED)
 
 
 def missing_ops(ops) -> list[str]:
