@@ -275,3 +275,18 @@ def test_grouped_f32_tiles_and_panels(act):
     out = np.full(ref.shape, np.nan, np.float32)
     assert L.grouped_f32(x, w, w2 if act != L.ACT_NONE else None, offsets, act, out)
     _close_to_f64(out, ref)
+
+
+def test_num_threads_follows_set_num_threads():
+    """The kernels' cheap thread count (runtime/cpu/common.num_threads) is numba's, set_num_threads
+    included."""
+    import numba
+    from sparsec.runtime.cpu.common import num_threads
+    n = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert num_threads() == 1
+        numba.set_num_threads(n)
+        assert num_threads() == n == numba.get_num_threads()
+    finally:
+        numba.set_num_threads(n)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
+from .common import num_threads
 from .linalg import prange_only
 from .numerics import f32_from_bits as _f32_from_bits
 
@@ -310,5 +310,5 @@ def attention_chunks(q_shape, k_shape, v_shape) -> int:
     if B * Hq * S * k_shape[2] * (D + v_shape[3]) < SERIAL_WORK:
         return 1
     if S == 1:  # attention_decode: one head per item, a contiguous run of heads per thread
-        return numba.get_num_threads()
-    return 4 * numba.get_num_threads()
+        return num_threads()
+    return 4 * num_threads()

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from llvmlite import binding as _llvm
 from llvmlite import ir
@@ -51,7 +50,7 @@ from numba.core import cgutils
 from numba.core import config as _numba_config
 from numba.core.extending import intrinsic
 
-from .common import group_items, offsets_partition, split_by_cost
+from .common import group_items, num_threads, offsets_partition, split_by_cost
 from .numerics import gelu_f32, sigmoid_f32, tanh_f32
 
 #: rows (of one group) from which ``np.matmul`` (BLAS sgemm) is used instead of the tile kernel.
@@ -535,7 +534,7 @@ def linear_f32(x, w, bias, out):
         return
     w3 = w.reshape((1,) + w.shape)
     grouped_gemm_nt(x, w3, w3, np.array([0, M], np.int64), _NO_BIAS if bias is None else bias, ACT_NONE,
-                    BLAS_MIN_ROWS, numba.get_num_threads(), out)
+                    BLAS_MIN_ROWS, num_threads(), out)
 
 
 def grouped_f32(x, w, w2, offsets, act, out, scratch=None) -> bool:
@@ -548,14 +547,14 @@ def grouped_f32(x, w, w2, offsets, act, out, scratch=None) -> bool:
         # allocation and its page faults)
         up = np.empty_like(out) if scratch is None or scratch.size < out.size else \
             scratch[:out.size].reshape(out.shape)
-        threads = numba.get_num_threads()
+        threads = num_threads()
         if grouped_gemm_nt(x, w, w, offsets, _NO_BIAS, ACT_NONE, BLAS_MIN_ROWS, threads, out) < 0:
             return False
         grouped_gemm_nt(x, w2, w2, offsets, _NO_BIAS, ACT_NONE, BLAS_MIN_ROWS, threads, up)
         gated_epilogue(out, up, act)
         return True
     if grouped_gemm_nt(x, w, w if w2 is None else w2, offsets, _NO_BIAS, act, BLAS_MIN_ROWS,
-                        numba.get_num_threads(), out) < 0:
+                        num_threads(), out) < 0:
         return False
     if x.shape[0] < BLAS_MIN_ROWS:
         return True

@@ -55,13 +55,12 @@ import contextlib
 import os
 import weakref
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
-from .common import group_items, offsets_partition, split_by_cost
+from .common import group_items, num_threads, offsets_partition, split_by_cost
 from .linalg import ACT_NONE, gated_rows, prange_only
 from .llvm_dot import ISAS, host_isa
 
@@ -451,7 +450,7 @@ def qmatmul(fn: int, x: np.ndarray, w: Prepared, w2: Prepared | None, offsets, b
     v = w2 if act != ACT_NONE else w
     return qmatmul_rows(fn, bits, S, has_m, i8c, cmul, w.qs, w.d, w.m, w.scale, v.qs, v.d, v.m, v.scale, w.ng,
                         w.nlast, w.nsub, x, _NO_OFFSETS if offsets is None else offsets,
-                        _NO_BIAS if bias is None else bias, act, numba.get_num_threads(), out) == 0
+                        _NO_BIAS if bias is None else bias, act, num_threads(), out) == 0
 
 
 def linear(fn: int, x: np.ndarray, w: Prepared, bias, out: np.ndarray) -> None:

@@ -32,11 +32,11 @@ dense product would give NaN there; weights are finite in practice).
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from . import linalg as L
+from .common import num_threads
 from .linalg import FAST, SERIAL_WORK, prange_only
 
 #: rows from which the thresholded input goes to BLAS (where ``sc.linear`` goes to BLAS too).
@@ -243,7 +243,7 @@ def sparse_input_linear_f32(x, w_t, threshold: float, out) -> None:
         out[...] = 0
         return
     if M < SPARSE_MAX_ROWS:
-        sparse_rows_f32(x, w_t, threshold, numba.get_num_threads(), out)
+        sparse_rows_f32(x, w_t, threshold, num_threads(), out)
         return
     xs = np.empty_like(x)
     threshold_f32(x, threshold, xs)
