@@ -539,33 +539,32 @@ def linear_f32(x, w, bias, out):
 
 def grouped_f32(x, w, w2, offsets, act, out, scratch=None) -> bool:
     """``sc.grouped_matmul`` (``act`` = ACT_NONE) or the gated form on f32 arrays; False when
-    ``offsets`` are not a valid row partition (nothing written)."""
-    if w2 is not None and act != ACT_NONE and x.shape[0] < BLAS_MIN_ROWS:
-        # gate and up as two passes then the epilogue: streaming one weight matrix at a time
-        # measured faster than interleaving gate and up rows per tile (1 token and 128 tokens)
-        # (``scratch``: a caller-kept f32 buffer of at least out.size elements, so no per-call
-        # allocation and its page faults)
+    ``offsets`` are not a valid row partition (nothing written).
+
+    The gated form runs as a gate pass, an up pass, then the epilogue ``act(gate) * up``:
+    streaming one weight matrix at a time measured faster than interleaving gate and up rows per
+    tile (1 and 128 tokens), at every row count (the interleaved form had been kept from
+    ``BLAS_MIN_ROWS`` rows on). Groups of ``BLAS_MIN_ROWS`` rows or more go to BLAS in both passes.
+    ``scratch``: a caller-kept f32 buffer of at least ``out.size`` elements for the up rows, so
+    no per-call allocation and its page faults."""
+    gated = w2 is not None and act != ACT_NONE
+    threads = num_threads()
+    if grouped_gemm_nt(x, w, w, offsets, _NO_BIAS, ACT_NONE, BLAS_MIN_ROWS, threads, out) < 0:
+        return False
+    up = None
+    if gated:
         up = np.empty_like(out) if scratch is None or scratch.size < out.size else \
             scratch[:out.size].reshape(out.shape)
-        threads = num_threads()
-        if grouped_gemm_nt(x, w, w, offsets, _NO_BIAS, ACT_NONE, BLAS_MIN_ROWS, threads, out) < 0:
-            return False
         grouped_gemm_nt(x, w2, w2, offsets, _NO_BIAS, ACT_NONE, BLAS_MIN_ROWS, threads, up)
-        gated_epilogue(out, up, act)
-        return True
-    if grouped_gemm_nt(x, w, w if w2 is None else w2, offsets, _NO_BIAS, act, BLAS_MIN_ROWS,
-                        num_threads(), out) < 0:
-        return False
-    if x.shape[0] < BLAS_MIN_ROWS:
-        return True
-    counts = offsets[1:] - offsets[:-1]
-    if counts.max(initial=0) >= BLAS_MIN_ROWS:
+    if x.shape[0] >= BLAS_MIN_ROWS:
+        counts = offsets[1:] - offsets[:-1]
         for g in np.flatnonzero(counts >= BLAS_MIN_ROWS):
             lo, hi = offsets[g], offsets[g + 1]
             np.matmul(x[lo:hi], w[g].T, out=out[lo:hi])
-            if act != ACT_NONE:
-                up = np.matmul(x[lo:hi], w2[g].T)
-                gated_epilogue(out[lo:hi], up, act)
+            if gated:
+                np.matmul(x[lo:hi], w2[g].T, out=up[lo:hi])
+    if gated:
+        gated_epilogue(out, up, act)
     return True
 
 
