@@ -249,6 +249,11 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
                                f"give only one of them")
         quant_passes = [PASSES["quantize"](mode=quantize)]
         passes.append(quant_passes[0])
+    if target == "cuda":  # the CUDA kernels read the canonical block layout: store that, not the CPU's repacking
+        import dataclasses
+        passes = [dataclasses.replace(p, layout="blocks") if p.name == "quantize" and p.layout == "auto" else p
+                  for p in passes]
+        quant_passes = [p for p in passes if p.name == "quantize"]
     if threads is not None:
         set_threads(threads)
     times = {}

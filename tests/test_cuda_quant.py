@@ -177,10 +177,10 @@ def test_linear_row_tiles_beyond_the_grid_limit(monkeypatch):
     assert np.all(err <= sum_order_bound(x, np.asarray(qt), F32) + 2.0 ** -23 * np.abs(want))
 
 
-def test_quantized_rows_must_be_f32():
-    qt = quantize(np.ones((4, 32), F32), "q8_0")
+def test_quantized_rows_must_be_f32_or_16_bit():
+    qt = quantize(np.ones((4, 32), F32), "q8_0")   # (f16/bf16 rows: tests/test_cuda_half.py)
     g = quantized_graph(lambda x, w: sc.ops.linear(x, w), [((1, 32), "float64")], [qt], "blocks", "float64")
-    with pytest.raises(LoweringError, match="f32 activations"):
+    with pytest.raises(LoweringError, match=r"sc.linear.*f32, f16 or bf16 activations.*f64"):
         lower_op(next(o for o in g.main.ops if o.name == "sc.linear"))
 
 
@@ -203,6 +203,14 @@ def test_compiled_moe_layer(mode):
     moe = sc.nn.MoE(32, 12, 4, 2, naming="mixtral", seed=0)
     g = sc.trace(moe, sc.TensorSpec(("tokens", 32), "float32"))
     cm = sc.compile(g, target="cuda", quantize=mode, progress=False, accuracy_samples=0)
+    # the artifact stores what the CUDA kernels read: the canonical block layout (the CPU repacks)
+    qweights = {n: w for n, w in cm.graph.weights.items() if hasattr(w, "layout")}
+    assert qweights and all(w.layout == "blocks" for w in qweights.values()), {n: w.layout for n, w in qweights.items()}
+    assert "layout=blocks" in cm.pipeline
+    cpu = sc.compile(sc.trace(moe, sc.TensorSpec(("tokens", 32), "float32")), quantize=mode, progress=False,
+                     accuracy_samples=0)
+    want_layout = layouts.preferred_layout(next(iter(qweights.values())).fmt)
+    assert {w.layout for w in cpu.graph.weights.values() if hasattr(w, "layout")} == {want_layout}
     kernels = [s.kernel for s in cm.executables["main"].plan.steps]
     assert f"grouped_gated_{mode}" in kernels and f"grouped_{mode}" in kernels, kernels
     for t in (1, 3):
@@ -211,6 +219,31 @@ def test_compiled_moe_layer(mode):
         got = cm(x)
         got = got[0] if isinstance(got, tuple) else got
         assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, float(np.max(np.abs(want))))
+
+
+def test_cli_compile_target_cuda_quantize_stores_blocks(tmp_path):
+    """``sparsec compile --target cuda --quantize``: the .spc holds what the CUDA kernels read."""
+    from click.testing import CliRunner
+
+    from sparsec.cli import main
+    from sparsec.fileio import weights_path_for, write_weights
+    lm = sc.nn.CausalLM(vocab=32, hidden=32, layers=1, heads=2, kv_heads=1, ffn=64, seed=0)
+    g = sc.trace(lm, sc.TensorSpec(("batch", "seq"), "int64"))
+    path = tmp_path / "lm.mlir"
+    path.write_text(str(g))
+    write_weights(weights_path_for(str(path)), g.weights)
+    spc = tmp_path / "lm.spc"
+    r = CliRunner().invoke(main, ["compile", str(path), "-o", str(spc), "--target", "cuda", "--quantize", "q4_0",
+                                  "--accuracy-samples", "0"])
+    assert r.exit_code == 0, r.output
+    cm = sc.load(str(spc))
+    layouts_ = {w.layout for w in cm.graph.weights.values() if hasattr(w, "layout")}
+    assert layouts_ == {"blocks"}, layouts_
+    ids = np.array([[1, 2, 3]], np.int64)
+    got = cm(ids)
+    got = got[0] if isinstance(got, tuple) else got
+    (want,) = sc.interpret(cm.graph, ids)
+    assert np.max(np.abs(got - want)) <= 1e-4 * max(1.0, float(np.max(np.abs(want))))
 
 
 PTX_SCRIPT = r"""

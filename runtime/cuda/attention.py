@@ -9,6 +9,10 @@ and thread ``t`` writes output dims ``t, t + nt, ...``. Grouped-query attention 
 attend; float: added to the scores) is read through broadcast strides, never expanded. k and v
 may be strided views (the KV cache ``generate`` passes). A row that may attend to nothing is NaN,
 as the reference's softmax of all ``-inf``.
+
+f16/bf16 q/k/v (and a 16-bit float mask): elements are widened to f32 as they are read
+(``runtime.cuda.half``), scores, softmax and the weighted sum are f32, and each output element is
+rounded once to the storage dtype, as the reference.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
+from . import half
 from .launch import CudaFunction
 from .types import scalar
 
@@ -35,8 +40,13 @@ def head_dim_bound(d: int) -> int:
 
 
 @lru_cache(maxsize=None)
-def make_attention(dtype: str, maxd: int = MAX_HEAD_DIM) -> CudaFunction:
+def make_attention(dtype: str, maxd: int = MAX_HEAD_DIM, storage: str | None = None,
+                   mask_storage: str | None = None) -> CudaFunction:
+    """The kernel computing in ``dtype``; ``storage`` "f16"/"bf16" for 16-bit q/k/v/out (computed
+    in float32), ``mask_storage`` the same for a 16-bit float mask."""
     ct = scalar(np.dtype(dtype))
+    ld, st = (half.load(storage), half.store(storage)) if storage in half.HALF else (half.identity, half.identity)
+    ldm = half.load(mask_storage) if mask_storage in half.HALF else half.identity
     MAXD = maxd
     NT = BLOCK
 
@@ -71,10 +81,10 @@ def make_attention(dtype: str, maxd: int = MAX_HEAD_DIM) -> CudaFunction:
             for j in range(tid, limit, nt):
                 s = ct(0)
                 for d in range(D):
-                    s += q[b, h, i, d] * k[b, hk, j, d]
+                    s += ld(q[b, h, i, d]) * ld(k[b, hk, j, d])
                 s = s * scale
                 if has_mask:
-                    mv = mask[b * ms0 + h * ms1 + i * ms2 + j * ms3]
+                    mv = ldm(mask[b * ms0 + h * ms1 + i * ms2 + j * ms3])
                     if mask_bool:
                         if not mv:
                             continue
@@ -91,7 +101,7 @@ def make_attention(dtype: str, maxd: int = MAX_HEAD_DIM) -> CudaFunction:
                 p = ct(math.exp(s - m))
                 lsum += p
                 for d in range(D):
-                    acc[d] += p * v[b, hk, j, d]
+                    acc[d] += p * ld(v[b, hk, j, d])
             shm[tid] = m
             shl[tid] = lsum
             for d in range(D):
@@ -110,18 +120,19 @@ def make_attention(dtype: str, maxd: int = MAX_HEAD_DIM) -> CudaFunction:
                         num += c * sha[t, d]
                         den += c * shl[t]
                 if den > ct(0):
-                    out[b, h, i, d] = num / den
+                    out[b, h, i, d] = st(num / den)
                 else:
-                    out[b, h, i, d] = ct(math.nan)
+                    out[b, h, i, d] = st(ct(math.nan))
             cuda.syncthreads()
 
-    attention.__name__ = f"attention_{dtype}_d{maxd}"
+    attention.__name__ = (f"attention_{dtype}_d{maxd}" + (f"_{storage}" if storage in half.HALF else "")
+                          + (f"_mask_{mask_storage}" if mask_storage in half.HALF else ""))
     return CudaFunction(attention)
 
 
-def attention_sig(dtype, mask_dtype, kv_layout="C"):
+def attention_sig(dtype, mask_dtype, kv_layout="C", scale_dtype=None):
     from numba import types
     from .types import arr
     i64 = types.int64
     return (arr(dtype, 4), arr(dtype, 4, kv_layout), arr(dtype, 4, kv_layout), arr(mask_dtype), i64, i64, i64, i64,
-            types.boolean, types.boolean, types.boolean, scalar(dtype), arr(dtype, 4))
+            types.boolean, types.boolean, types.boolean, scalar(scale_dtype or dtype), arr(dtype, 4))

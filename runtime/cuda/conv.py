@@ -1,7 +1,8 @@
 """CUDA direct 2-D convolution (``sc.conv2d``): one thread per output element ``(n, o, y, x)``
 walking its group's input channels and the kernel taps (skipping the padding), accumulating in
 float32 (float64 for f64) as the reference. Consecutive threads take consecutive output columns,
-so the input reads of a warp are (for stride 1) consecutive too."""
+so the input reads of a warp are (for stride 1) consecutive too. f16/bf16 (``storage``): elements
+widened to f32 as they are read, the output rounded once (``runtime.cuda.half``)."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -9,13 +10,15 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
+from . import half
 from .launch import CudaFunction
 from .types import arr, scalar
 
 
 @lru_cache(maxsize=None)
-def make_conv2d(acc_dtype: str) -> CudaFunction:
+def make_conv2d(acc_dtype: str, storage: str | None = None) -> CudaFunction:
     ct = scalar(np.dtype(acc_dtype))
+    ld, st = (half.load(storage), half.store(storage)) if storage in half.HALF else (half.identity, half.identity)
 
     def conv2d(x, w, bias, out, N, C, H, W, O, CG, KH, KW, HO, WO, sh, sw, pt, pl, dh, dw, groups, has_bias):
         og = O // groups
@@ -40,12 +43,12 @@ def make_conv2d(acc_dtype: str) -> CudaFunction:
                         ix = ox * sw - pl + j * dw
                         if ix < 0 or ix >= W:
                             continue
-                        acc += ct(x[(xc + iy) * W + ix]) * ct(w[(wc + i) * KW + j])
+                        acc += ct(ld(x[(xc + iy) * W + ix])) * ct(ld(w[(wc + i) * KW + j]))
             if has_bias:
-                acc += ct(bias[o])
-            out[e] = acc
+                acc += ct(ld(bias[o]))
+            out[e] = st(acc)
 
-    conv2d.__name__ = f"conv2d_{acc_dtype}"
+    conv2d.__name__ = f"conv2d_{acc_dtype}" + (f"_{storage}" if storage in half.HALF else "")
     return CudaFunction(conv2d)
 
 

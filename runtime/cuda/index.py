@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from numba import cuda
 
+from .half import identity as ld  # noqa: F401 - rebound per storage dtype by half.variant
+from .half import identity as st  # noqa: F401
 from .launch import kernel
 
 BAD_INDEX = 1
@@ -98,4 +100,12 @@ def one_hot(idx, depth, out, err):
         if c == 0 and (t < 0 or t >= depth):
             if cuda.atomic.compare_and_swap(err[0:1], 0, BAD_INDEX) == 0:
                 err[1] = t
-        out[e] = 1 if c == t else 0
+        out[e] = st(1 if c == t else 0)
+
+
+@kernel
+def convert(src, dst):
+    """``dst[i] = st(ld(src[i]))``: widen 16-bit floats to f32 (``half.variant(convert, dt)``) or
+    round f32 to them (``half.variant(convert, None, dt)``)."""
+    for e in range(cuda.grid(1), dst.size, cuda.gridsize(1)):
+        dst[e] = st(ld(src[e]))

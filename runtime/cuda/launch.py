@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from numba import cuda
 
 # Decode-sized launches (one token) are small grids by nature: numba-cuda's "grid size will
@@ -36,8 +37,17 @@ def simulator() -> bool:
     return bool(config.ENABLE_CUDASIM)
 
 
+try:
+    from ml_dtypes import bfloat16 as _bf16
+    _BF16 = np.dtype(_bf16)
+except ImportError:  # pragma: no cover - ml_dtypes is a dependency of sparsec
+    _BF16 = None
+_U16 = np.dtype(np.uint16)
+
+
 class CudaFunction:
-    """A numba.cuda kernel from a Python function: ``f[grid, block](*args)`` jits on first use."""
+    """A numba.cuda kernel from a Python function: ``f[grid, block](*args)`` jits on first use.
+    bfloat16 array arguments are passed as their uint16 bits (``runtime.cuda.half``)."""
 
     def __init__(self, pyfunc):
         self.pyfunc = pyfunc
@@ -51,7 +61,11 @@ class CudaFunction:
         return self._jit
 
     def __getitem__(self, config):
-        return self.dispatcher[config]
+        launch = self.dispatcher[config]
+
+        def run(*args):  # numba cannot type ml_dtypes.bfloat16: bf16 arrays travel as their uint16 bits
+            return launch(*[a.view(_U16) if getattr(a, "dtype", None) == _BF16 else a for a in args])
+        return run
 
     def spec(self, signature, name: str | None = None):
         """A ``PtxSpec`` of this kernel for ``signature`` (a tuple of numba types)."""

@@ -15,7 +15,9 @@ over K (each iteration one coalesced 128-byte read of the row), every lane accum
 of x, so each weight row is read once per call; 8 rows per block, partial sums reduced through
 shared memory with two barriers per 8 weight rows. Bandwidth-bound, as a GEMV is.
 
-Accumulation: f32 for f32, f64 for f64, int64 for integers (stores wrap to the dtype, as the
+Accumulation: f32 for f32, f16 and bf16 (16-bit elements are widened as they are loaded and the
+result rounded once when stored, as the reference's "accumulate in f32, round to the operand
+dtype"; ``runtime.cuda.half``), f64 for f64, int64 for integers (stores wrap to the dtype, as the
 reference's fixed-width arithmetic). ``make_gemm``/``make_gemv`` build one kernel per tile size
 and accumulator type (shared arrays need both at compile time); the tile is 16 on a device and
 4 under the simulator (every simulated thread is a Python thread).
@@ -27,6 +29,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
+from . import half
 from .launch import CudaFunction, simulator
 from .types import arr, scalar
 
@@ -44,9 +47,18 @@ def tile() -> int:
     return SIM_TILE if simulator() else TILE
 
 
+def _ld_st(storage):
+    """(load, store) device functions for elements of IR dtype ``storage`` (None: as they are)."""
+    if storage in half.HALF:
+        return half.load(storage), half.store(storage)
+    return half.identity, half.identity
+
+
 @lru_cache(maxsize=None)
-def make_gemm(T: int, acc_dtype: str) -> CudaFunction:
+def make_gemm(T: int, acc_dtype: str, storage: str | None = None) -> CudaFunction:
+    """The tiled GEMM accumulating in ``acc_dtype``; ``storage`` "f16"/"bf16" for 16-bit operands."""
     acc_t = scalar(np.dtype(acc_dtype))
+    ld, st = _ld_st(storage)
 
     def gemm(a, b, c, bias, M, N, K, a_boff, b_boff, sam, sak, sbk, sbn, b_nk, has_bias):
         As = cuda.shared.array((T, T), acc_t)
@@ -62,19 +74,19 @@ def make_gemm(T: int, acc_dtype: str) -> CudaFunction:
         for k0 in range(0, K, T):
             k = k0 + tx
             if row < M and k < K:
-                As[ty, tx] = a[ao + row * sam + k * sak]
+                As[ty, tx] = ld(a[ao + row * sam + k * sak])
             else:
                 As[ty, tx] = acc_t(0)
             if b_nk:
                 n = cuda.blockIdx.x * T + ty
                 if n < N and k < K:
-                    Bs[tx, ty] = b[bo + n * sbn + k * sbk]
+                    Bs[tx, ty] = ld(b[bo + n * sbn + k * sbk])
                 else:
                     Bs[tx, ty] = acc_t(0)
             else:
                 kk = k0 + ty
                 if kk < K and col < N:
-                    Bs[ty, tx] = b[bo + kk * sbk + col * sbn]
+                    Bs[ty, tx] = ld(b[bo + kk * sbk + col * sbn])
                 else:
                     Bs[ty, tx] = acc_t(0)
             cuda.syncthreads()
@@ -83,16 +95,18 @@ def make_gemm(T: int, acc_dtype: str) -> CudaFunction:
             cuda.syncthreads()
         if row < M and col < N:
             if has_bias:
-                acc += bias[col]
-            c[(z * M + row) * N + col] = acc
+                acc += ld(bias[col])
+            c[(z * M + row) * N + col] = st(acc)
 
-    gemm.__name__ = f"gemm_t{T}_{acc_dtype}"
+    gemm.__name__ = f"gemm_t{T}_{acc_dtype}" + (f"_{storage}" if storage in half.HALF else "")
     return CudaFunction(gemm)
 
 
 @lru_cache(maxsize=None)
-def make_gemv(acc_dtype: str) -> CudaFunction:
+def make_gemv(acc_dtype: str, storage: str | None = None) -> CudaFunction:
+    """The GEMV accumulating in ``acc_dtype``; ``storage`` "f16"/"bf16" for 16-bit operands."""
     acc_t = scalar(np.dtype(acc_dtype))
+    ld, st = _ld_st(storage)
     GR, GM, GL = GEMV_ROWS_PER_BLOCK, GEMV_MAX_ROWS, GEMV_LANES
 
     def gemv(x, w, bias, out, M, N, K, has_bias):
@@ -109,9 +123,9 @@ def make_gemv(acc_dtype: str) -> CudaFunction:
             if n < N:
                 wo = n * K
                 for k in range(lane, K, nl):
-                    wv = w[wo + k]
+                    wv = ld(w[wo + k])
                     for m in range(M):
-                        acc[m] += x[m * K + k] * wv
+                        acc[m] += ld(x[m * K + k]) * wv
             for m in range(M):
                 sh[r, m, lane] = acc[m]
             cuda.syncthreads()
@@ -120,11 +134,11 @@ def make_gemv(acc_dtype: str) -> CudaFunction:
                 for j in range(nl):
                     t += sh[r, lane, j]
                 if has_bias:
-                    t += bias[n]
-                out[lane * N + n] = t
+                    t += ld(bias[n])
+                out[lane * N + n] = st(t)
             cuda.syncthreads()
 
-    gemv.__name__ = f"gemv_{acc_dtype}"
+    gemv.__name__ = f"gemv_{acc_dtype}" + (f"_{storage}" if storage in half.HALF else "")
     return CudaFunction(gemv)
 
 
@@ -137,6 +151,8 @@ def gemv_config(n_out: int) -> tuple[int, tuple[int, int]]:
 
 def acc_dtype(dtype: np.dtype) -> str:
     dtype = np.dtype(dtype)
+    if dtype.name in ("float16", "bfloat16"):
+        return "float32"
     if dtype.kind in "iub":
         return "int64"
     return dtype.name

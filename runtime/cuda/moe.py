@@ -45,6 +45,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda, float32, float64, int32, int64
 
+from . import half
 from . import quant as Q
 from .launch import kernel, simulator
 from .quant import make_loader, weight_types
@@ -171,8 +172,12 @@ def invert_order(order, m, inv, err):
 
 
 @lru_cache(maxsize=None)
-def make_combine(dtype: str):
+def make_combine(dtype: str, storage: str | None = None, w_storage: str | None = None):
+    """The combine kernel accumulating in ``dtype``; ``storage`` / ``w_storage`` "f16"/"bf16" for
+    16-bit ``y``/``out`` / ``topk_weights`` (accumulated in float32, rounded once)."""
     acc_t = scalar(np.dtype(dtype))
+    ld, st = _ld_st(storage)
+    ldw = _ld_st(w_storage)[0]
 
     def combine(y, inv, w, T, k, H, out):
         """``out[t, h] = sum_j w[t, j] * y[inv[t*k + j], h]`` in slot order (a missing slot, after
@@ -184,10 +189,11 @@ def make_combine(dtype: str):
             for j in range(k):
                 r = inv[t * k + j]
                 if r >= 0:
-                    acc += w[t * k + j] * y[r * H + h]
-            out[e] = acc
+                    acc += ldw(w[t * k + j]) * ld(y[r * H + h])
+            out[e] = st(acc)
 
-    combine.__name__ = f"moe_combine_{dtype}"
+    combine.__name__ = (f"moe_combine_{dtype}" + (f"_{storage}" if storage in half.HALF else "")
+                        + (f"_w_{w_storage}" if w_storage in half.HALF else ""))
     return kernel(combine)
 
 
@@ -202,10 +208,10 @@ def invert_sig(order_dtype):
     return (arr(order_dtype), types.int64, arr(np.int64), arr(np.int64))
 
 
-def combine_sig(dtype):
+def combine_sig(dtype, w_dtype=None):
     from numba import types
     i64 = types.int64
-    return (arr(dtype), arr(np.int64), arr(dtype), i64, i64, i64, arr(dtype))
+    return (arr(dtype), arr(np.int64), arr(dtype if w_dtype is None else w_dtype), i64, i64, i64, arr(dtype))
 
 
 def fill_sig():
@@ -294,25 +300,35 @@ def check_offsets(offsets, E, M, err):
         err[1] = bad
 
 
-def _name(base, kind, G, kind2, G2, act, acc_dtype, geometry) -> str:
+def _ld_st(storage):
+    if storage in half.HALF:
+        return half.load(storage), half.store(storage)
+    return half.identity, half.identity
+
+
+def _name(base, kind, G, kind2, G2, act, acc_dtype, geometry, storage=None) -> str:
     """``grouped_gemv_q8_0_silu_q8_0_32x4x4``: weight format(s) (the float dtype: the rows'
     too; quantized: f32 rows), activation, geometry."""
     w = Q.kind_name(kind, G, acc_dtype)
     if act != ACT_NONE:
         act_name = next(n for n, c in ACTIVATIONS.items() if c == act)
         w += f"_{act_name}_{Q.kind_name(kind2, G2, acc_dtype)}"
-    return f"{base}_{w}_{'x'.join(map(str, geometry))}"
+    return f"{base}_{w}_{'x'.join(map(str, geometry))}" + (f"_{storage}" if storage in half.HALF else "")
 
 
 @lru_cache(maxsize=None)
-def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtype: str, geometry: tuple):
+def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtype: str, geometry: tuple,
+                      storage: str | None = None):
     """GEMV-style grouped matmul (see the module docstring). ``act`` != ACT_NONE: gated, with the
-    up weight of ``kind2``. ``single``: one group of all ``M`` rows (``sc.linear``; no offsets)."""
+    up weight of ``kind2``. ``single``: one group of all ``M`` rows (``sc.linear``; no offsets).
+    ``storage`` "f16"/"bf16": 16-bit rows, float weights and output (computed in ``acc_dtype``
+    float32, each output rounded once)."""
     LANES, COLS, RB = geometry
     NTH = LANES * COLS
     acc_t = scalar(np.dtype(acc_dtype))
-    wel = make_loader(kind, G)
-    wel2 = make_loader(kind2, G2)
+    ld, st = _ld_st(storage)
+    wel = make_loader(kind, G, storage if kind == Q.KIND_FLOAT else None)
+    wel2 = make_loader(kind2, G2, storage if kind2 == Q.KIND_FLOAT else None)
     gated = act != ACT_NONE
 
     def grouped_gemv(x, wa, wb, wc, va, vb, vc, bias, offsets, out, M, N, K, E, nb, nb2, single, has_bias, err):
@@ -355,7 +371,7 @@ def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtyp
                     # constant trip counts with a guard: the accumulators stay in registers
                     for i in range(RB):
                         if i < nr:
-                            xv = x[(c0 + i) * K + k]
+                            xv = ld(x[(c0 + i) * K + k])
                             acc[i] += wv * xv
                             if gated:
                                 acc2[i] += uv * xv
@@ -378,20 +394,22 @@ def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtyp
                     if gated:
                         v = activate(v, act) * sh2[col, 0]
                     elif has_bias:
-                        v += bias[n]
-                    out[(c0 + i) * N + n] = v
+                        v += ld(bias[n])
+                    out[(c0 + i) * N + n] = st(v)
                 cuda.syncthreads()
 
-    grouped_gemv.__name__ = _name("grouped_gemv", kind, G, kind2, G2, act, acc_dtype, geometry)
+    grouped_gemv.__name__ = _name("grouped_gemv", kind, G, kind2, G2, act, acc_dtype, geometry, storage)
     return kernel(grouped_gemv)
 
 
 @lru_cache(maxsize=None)
-def make_grouped_gemv_words(kind: int, G: int, act: int, geometry: tuple):
+def make_grouped_gemv_words(kind: int, G: int, act: int, geometry: tuple, storage: str | None = None):
     """The GEMV for q8_0 / q4_0 / int4 weights whose K is a whole number of blocks, reading the
     packed values 32 bits per thread and load (consecutive threads: consecutive words of a row),
     4 (8-bit) or 8 (4-bit) weights at a time; gate and up of one format. Arguments as
-    ``make_grouped_gemv``'s, with ``wa``/``va`` the ``qs`` parts viewed as int32 words."""
+    ``make_grouped_gemv``'s, with ``wa``/``va`` the ``qs`` parts viewed as int32 words
+    (``storage`` "f16"/"bf16": 16-bit rows and output)."""
+    ld, st = _ld_st(storage)
     LANES, COLS, RB = geometry
     NTH = LANES * COLS
     WPB = Q.words_per_block(kind, G)
@@ -450,7 +468,7 @@ def make_grouped_gemv_words(kind: int, G: int, act: int, geometry: tuple):
                         for i in range(RB):
                             if i < nr:
                                 xo = (c0 + i) * K + k0
-                                x0, x1, x2, x3 = x[xo], x[xo + 1], x[xo + 2], x[xo + 3]
+                                x0, x1, x2, x3 = ld(x[xo]), ld(x[xo + 1]), ld(x[xo + 2]), ld(x[xo + 3])
                                 acc[i] += w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
                                 if gated:
                                     acc2[i] += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3
@@ -464,8 +482,9 @@ def make_grouped_gemv_words(kind: int, G: int, act: int, geometry: tuple):
                         for i in range(RB):
                             if i < nr:
                                 xo = (c0 + i) * K + k0
-                                x0, x1, x2, x3 = x[xo], x[xo + 1], x[xo + 2], x[xo + 3]
-                                x4, x5, x6, x7 = x[xo + H], x[xo + H + 1], x[xo + H + 2], x[xo + H + 3]
+                                x0, x1, x2, x3 = ld(x[xo]), ld(x[xo + 1]), ld(x[xo + 2]), ld(x[xo + 3])
+                                x4, x5 = ld(x[xo + H]), ld(x[xo + H + 1])
+                                x6, x7 = ld(x[xo + H + 2]), ld(x[xo + H + 3])
                                 acc[i] += (w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
                                            + w4 * x4 + w5 * x5 + w6 * x6 + w7 * x7)
                                 if gated:
@@ -490,30 +509,32 @@ def make_grouped_gemv_words(kind: int, G: int, act: int, geometry: tuple):
                     if gated:
                         v = activate(v, act) * sh2[col, 0]
                     elif has_bias:
-                        v += bias[n]
-                    out[(c0 + i) * N + n] = v
+                        v += ld(bias[n])
+                    out[(c0 + i) * N + n] = st(v)
                 cuda.syncthreads()
 
-    grouped_gemv_words.__name__ = _name("grouped_gemv_words", kind, G, kind, G, act, "float32", geometry)
+    grouped_gemv_words.__name__ = _name("grouped_gemv_words", kind, G, kind, G, act, "float32", geometry, storage)
     return kernel(grouped_gemv_words)
 
 
-def words_sig(kind: int, offsets_dtype) -> tuple:
+def words_sig(kind: int, offsets_dtype, dtype=np.float32) -> tuple:
     """``grouped_sig`` with the ``qs`` parts as int32 words."""
-    sig = list(grouped_sig(kind, kind, np.float32, offsets_dtype))
+    sig = list(grouped_sig(kind, kind, dtype, offsets_dtype))
     sig[1] = sig[4] = arr(np.int32)
     return tuple(sig)
 
 
 @lru_cache(maxsize=None)
-def make_grouped_gemm(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtype: str, geometry: tuple):
+def make_grouped_gemm(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtype: str, geometry: tuple,
+                      storage: str | None = None):
     """Tiled grouped matmul (see the module docstring); arguments as ``make_grouped_gemv``'s."""
     BM, BN, BK, TM, TN = geometry
     NX, NY = BN // TN, BM // TM
     NT = NX * NY
     acc_t = scalar(np.dtype(acc_dtype))
-    wel = make_loader(kind, G)
-    wel2 = make_loader(kind2, G2)
+    ld, st = _ld_st(storage)
+    wel = make_loader(kind, G, storage if kind == Q.KIND_FLOAT else None)
+    wel2 = make_loader(kind2, G2, storage if kind2 == Q.KIND_FLOAT else None)
     gated = act != ACT_NONE
 
     def grouped_gemm(x, wa, wb, wc, va, vb, vc, bias, offsets, out, M, N, K, E, nb, nb2, single, has_bias, err):
@@ -561,7 +582,7 @@ def make_grouped_gemm(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtyp
                     kk = q - m * BK
                     r = r0 + m
                     k = k0 + kk
-                    Xs[kk, m] = x[r * K + k] if (r < r1 and k < K) else 0
+                    Xs[kk, m] = ld(x[r * K + k]) if (r < r1 and k < K) else 0
                 for q in range(tid, BN * BK, NT):
                     c = q // BK
                     kk = q - c * BK
@@ -598,10 +619,10 @@ def make_grouped_gemm(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtyp
                             if gated:
                                 v = activate(v, act) * acc2[i, j]
                             elif has_bias:
-                                v += bias[n]
-                            out[r * N + n] = v
+                                v += ld(bias[n])
+                            out[r * N + n] = st(v)
 
-    grouped_gemm.__name__ = _name("grouped_gemm", kind, G, kind2, G2, act, acc_dtype, geometry[:3])
+    grouped_gemm.__name__ = _name("grouped_gemm", kind, G, kind2, G2, act, acc_dtype, geometry[:3], storage)
     return kernel(grouped_gemm)
 
 

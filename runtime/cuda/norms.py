@@ -1,7 +1,12 @@
 """CUDA kernels: rms_norm, layer_norm (one block per row, shared-memory sums: float64 for
 rms_norm, the compute dtype for layer_norm) and
 rope (one thread per output element; the angle ``pos * inv_freq`` in float32 and its cos/sin
-through libdevice, as the reference computes them in float32)."""
+through libdevice, as the reference computes them in float32).
+
+f16/bf16 (``make_rms_norm_half``, ``make_layer_norm(..., storage)``, ``make_rope``): elements are
+widened to f32 as they are loaded (``runtime.cuda.half``), everything is computed as for f32, and
+each result is rounded once to the storage dtype, as the references (rms_norm also rounds the
+normalized row to x's dtype before the weight multiplies it, as HF and the reference do)."""
 from __future__ import annotations
 
 import math
@@ -11,6 +16,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda, float64
 
+from . import half
 from .launch import CudaFunction, kernel
 from .types import scalar
 
@@ -44,10 +50,47 @@ def rms_norm_rows(x, w, rows, d, eps, out):
 
 
 @lru_cache(maxsize=None)
-def make_layer_norm(dtype: str) -> CudaFunction:
+def make_rms_norm_half(storage: str) -> CudaFunction:
+    """rms_norm of f16/bf16 rows (x, w, out of one storage dtype): the sum of squares in float64,
+    ``normed = round(x * inv)`` to the storage dtype, then ``round(w * normed)``."""
+    ld, st = half.load(storage), half.store(storage)
+
+    def rms_norm_rows_h(x, w, rows, d, eps, out):
+        sh = cuda.shared.array(BLOCK, float64)
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
+            base = r * d
+            acc = 0.0
+            for j in range(tid, d, nt):
+                v = float64(ld(x[base + j]))
+                acc += v * v
+            sh[tid] = acc
+            cuda.syncthreads()
+            s = nt // 2
+            while s > 0:
+                if tid < s:
+                    sh[tid] += sh[tid + s]
+                cuda.syncthreads()
+                s //= 2
+            var = np.float32(sh[0] / d)
+            inv = np.float32(1.0) / np.float32(math.sqrt(var + np.float32(eps)))
+            for j in range(tid, d, nt):
+                normed = ld(st(ld(x[base + j]) * inv))
+                out[base + j] = st(ld(w[j]) * normed)
+            cuda.syncthreads()
+
+    rms_norm_rows_h.__name__ = f"rms_norm_rows_{storage}"
+    return CudaFunction(rms_norm_rows_h)
+
+
+@lru_cache(maxsize=None)
+def make_layer_norm(dtype: str, storage: str | None = None) -> CudaFunction:
     """layer_norm with its statistics in the compute dtype (as the reference: ``x - mean`` of a
-    constant row must cancel exactly as it does there, or eps amplifies the rounding)."""
+    constant row must cancel exactly as it does there, or eps amplifies the rounding);
+    ``storage`` "f16"/"bf16": 16-bit elements computed in ``dtype`` (float32)."""
     ct = scalar(np.dtype(dtype))
+    ld, st = (half.load(storage), half.store(storage)) if storage in half.HALF else (half.identity, half.identity)
 
     def layer_norm_rows(x, w, b, rows, d, eps, has_w, has_b, out):
         sh = cuda.shared.array(BLOCK, ct)
@@ -57,7 +100,7 @@ def make_layer_norm(dtype: str) -> CudaFunction:
             base = r * d
             acc = ct(0)
             for j in range(tid, d, nt):
-                acc += x[base + j]
+                acc += ld(x[base + j])
             sh[tid] = acc
             cuda.syncthreads()
             s = nt // 2
@@ -70,7 +113,7 @@ def make_layer_norm(dtype: str) -> CudaFunction:
             cuda.syncthreads()
             acc = ct(0)
             for j in range(tid, d, nt):
-                dv = x[base + j] - mu
+                dv = ld(x[base + j]) - mu
                 acc += dv * dv
             sh[tid] = acc
             cuda.syncthreads()
@@ -82,15 +125,15 @@ def make_layer_norm(dtype: str) -> CudaFunction:
                 s //= 2
             den = ct(math.sqrt(ct(sh[0] / ct(d)) + ct(eps)))
             for j in range(tid, d, nt):
-                y = (x[base + j] - mu) / den
+                y = (ld(x[base + j]) - mu) / den
                 if has_w:
-                    y = y * w[j]
+                    y = y * ld(w[j])
                 if has_b:
-                    y = y + b[j]
-                out[base + j] = y
+                    y = y + ld(b[j])
+                out[base + j] = st(y)
             cuda.syncthreads()
 
-    layer_norm_rows.__name__ = f"layer_norm_rows_{dtype}"
+    layer_norm_rows.__name__ = f"layer_norm_rows_{dtype}" + (f"_{storage}" if storage in half.HALF else "")
     return CudaFunction(layer_norm_rows)
 
 
@@ -126,3 +169,46 @@ def rope_elems(x, pos, inv, nb, m, seq, d, r, batched, interleaved, out):
             out[e] = x[e] * c - x[e + h] * sn
         else:
             out[e] = x[e] * c + x[e - h] * sn
+
+
+@lru_cache(maxsize=None)
+def make_rope(storage: str) -> CudaFunction:
+    """``rope_elems`` for f16/bf16 ``x``/``out``: the angle ``f32(pos) * inv`` and its cos/sin in
+    f32 (as the reference), the rotation in f32, rounded once to the storage dtype."""
+    ld, st = half.load(storage), half.store(storage)
+
+    def rope_elems_h(x, pos, inv, nb, m, seq, d, r, batched, interleaved, out):
+        total = nb * m * seq * d
+        h = r // 2
+        for e in range(cuda.grid(1), total, cuda.gridsize(1)):
+            j = e % d
+            row = e // d
+            s = row % seq
+            b = row // (seq * m)
+            if j >= r:
+                out[e] = x[e]
+                continue
+            p = pos[b * seq + s] if batched else pos[s]
+            if interleaved:
+                i = j // 2
+            elif j < h:
+                i = j
+            else:
+                i = j - h
+            ang = np.float32(np.float32(p) * inv[i])
+            c = math.cos(ang)
+            sn = math.sin(ang)
+            xe = ld(x[e])
+            if interleaved:
+                if j % 2 == 0:
+                    y = xe * c - ld(x[e + 1]) * sn
+                else:
+                    y = xe * c + ld(x[e - 1]) * sn
+            elif j < h:
+                y = xe * c - ld(x[e + h]) * sn
+            else:
+                y = xe * c + ld(x[e - h]) * sn
+            out[e] = st(y)
+
+    rope_elems_h.__name__ = f"rope_elems_{storage}"
+    return CudaFunction(rope_elems_h)

@@ -56,11 +56,18 @@ def kind_name(kind: int, G: int, dtype: str = "f") -> str:
 
 
 @lru_cache(maxsize=None)
-def make_loader(kind: int, G: int = 32):
-    """The device function ``wel(wa, wb, wc, row, k, K, nb)`` -> the weight element's value."""
+def make_loader(kind: int, G: int = 32, storage: str | None = None):
+    """The device function ``wel(wa, wb, wc, row, k, K, nb)`` -> the weight element's value
+    (``storage`` "f16"/"bf16": a 16-bit float weight, widened to f32)."""
     H = G // 2
 
-    if kind == KIND_FLOAT:
+    if kind == KIND_FLOAT and storage in ("f16", "bf16"):
+        from .half import load
+        ldw = load(storage)
+
+        def wel(wa, wb, wc, row, k, K, nb):
+            return ldw(wa[row * K + k])
+    elif kind == KIND_FLOAT:
         def wel(wa, wb, wc, row, k, K, nb):
             return wa[row * K + k]
     elif kind == KIND_Q8:
@@ -86,7 +93,7 @@ def make_loader(kind: int, G: int = 32):
             return wc[row] * float32(wa[row * K + k])
     else:
         raise ValueError(f"unknown weight kind {kind}")
-    wel.__name__ = f"wel_{kind_name(kind, G)}"
+    wel.__name__ = f"wel_{kind_name(kind, G)}" + (f"_{storage}" if storage else "")
     return cuda.jit(device=True)(wel)
 
 

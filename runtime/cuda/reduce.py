@@ -11,6 +11,11 @@ Numerics as the references: float sums accumulate in float64 (ints in int64, wra
 stored), max/min propagate NaN, argmax takes the first maximum (the first NaN if any), softmax
 computes in float32 (float64 for f64) with float64 partial sums, top-k orders by value then lower
 index with NaN largest.
+
+f16/bf16: every kernel reads ``x`` through ``ld`` and writes float results through ``st``
+(``identity`` here); ``runtime.cuda.half.variant(kernel, load_dt, store_dt)`` rebinds them for
+16-bit storage, so sums (float64), softmax (float32) and comparisons see the widened values and
+each result is rounded once to the output dtype, as the references.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ import math
 
 from numba import cuda, float64, int64
 
+from .half import identity as ld  # noqa: F401 - rebound per storage dtype by half.variant
+from .half import identity as st  # noqa: F401
 from .launch import kernel
 
 BLOCK = 128  # threads of the block kernels (a power of two: the shared-memory tree halves it)
@@ -34,7 +41,7 @@ def reduce_serial(x, outer, n, inner, out, kind, init, count):
         base = o * n * inner + i
         acc = init
         for j in range(n):
-            v = x[base + j * inner]
+            v = ld(x[base + j * inner])
             if kind <= MEAN:
                 acc += v
             elif kind == MAX:
@@ -46,9 +53,9 @@ def reduce_serial(x, outer, n, inner, out, kind, init, count):
                     if acc == acc:
                         acc = v
         if kind == MEAN:
-            out[t] = acc / count
+            out[t] = st(acc / count)
         else:
-            out[t] = acc
+            out[t] = st(acc)
 
 
 @kernel
@@ -68,7 +75,7 @@ def reduce_block_f(x, outer, n, inner, out, kind, count):
         else:
             acc = math.inf
         for j in range(tid, n, nt):
-            v = float64(x[base + j * inner])
+            v = float64(ld(x[base + j * inner]))
             if kind <= MEAN:
                 acc += v
             elif acc == acc and (v != v or (kind == MAX and v > acc) or (kind == MIN and v < acc)):
@@ -88,9 +95,9 @@ def reduce_block_f(x, outer, n, inner, out, kind, count):
             s //= 2
         if tid == 0:
             if kind == MEAN:
-                out[t] = sh[0] / count
+                out[t] = st(sh[0] / count)
             else:
-                out[t] = sh[0]
+                out[t] = st(sh[0])
         cuda.syncthreads()
 
 
@@ -108,7 +115,7 @@ def argmax_block(x, outer, n, inner, out):
         bv = -math.inf
         bi = n  # none yet
         for j in range(tid, n, nt):
-            v = float64(x[base + j * inner])
+            v = float64(ld(x[base + j * inner]))
             if bi == n or (bv == bv and (v != v or v > bv)):
                 bv = v
                 bi = j
@@ -154,7 +161,7 @@ def softmax_block(x, outer, n, inner, out, log):
         base = o * n * inner + i
         m = -math.inf
         for j in range(tid, n, nt):
-            v = float64(x[base + j * inner])
+            v = float64(ld(x[base + j * inner]))
             if v > m or v != v:
                 if m == m:
                     m = v
@@ -169,11 +176,11 @@ def softmax_block(x, outer, n, inner, out, log):
                     sh[tid] = b
             cuda.syncthreads()
             s //= 2
-        mx = x[base] * 0 + sh[0]  # in x's compute type
+        mx = ld(x[base]) * 0 + sh[0]  # in x's compute type
         cuda.syncthreads()
         acc = 0.0
         for j in range(tid, n, nt):
-            acc += float64(math.exp(x[base + j * inner] - mx))
+            acc += float64(math.exp(ld(x[base + j * inner]) - mx))
         sh[tid] = acc
         cuda.syncthreads()
         s = nt // 2
@@ -182,14 +189,14 @@ def softmax_block(x, outer, n, inner, out, log):
                 sh[tid] = sh[tid] + sh[tid + s]
             cuda.syncthreads()
             s //= 2
-        tot = x[base] * 0 + sh[0]
-        lt = x[base] * 0 + math.log(sh[0])
+        tot = ld(x[base]) * 0 + sh[0]
+        lt = ld(x[base]) * 0 + math.log(sh[0])
         for j in range(tid, n, nt):
-            d = x[base + j * inner] - mx
+            d = ld(x[base + j * inner]) - mx
             if log:
-                out[base + j * inner] = d - lt
+                out[base + j * inner] = st(d - lt)
             else:
-                out[base + j * inner] = math.exp(d) / tot
+                out[base + j * inner] = st(math.exp(d) / tot)
         cuda.syncthreads()
 
 
@@ -200,22 +207,22 @@ def softmax_serial(x, outer, n, inner, out, log):
         o = t // inner
         i = t - o * inner
         base = o * n * inner + i
-        mx = x[base]
+        mx = ld(x[base])
         for j in range(1, n):
-            v = x[base + j * inner]
+            v = ld(x[base + j * inner])
             if (v > mx or v != v) and mx == mx:
                 mx = v
         acc = 0.0
         for j in range(n):
-            acc += float64(math.exp(x[base + j * inner] - mx))
-        tot = x[base] * 0 + acc
-        lt = x[base] * 0 + math.log(acc)
+            acc += float64(math.exp(ld(x[base + j * inner]) - mx))
+        tot = ld(x[base]) * 0 + acc
+        lt = ld(x[base]) * 0 + math.log(acc)
         for j in range(n):
-            d = x[base + j * inner] - mx
+            d = ld(x[base + j * inner]) - mx
             if log:
-                out[base + j * inner] = d - lt
+                out[base + j * inner] = st(d - lt)
             else:
-                out[base + j * inner] = math.exp(d) / tot
+                out[base + j * inner] = st(math.exp(d) / tot)
 
 
 @cuda.jit(device=True, inline="always")
@@ -241,19 +248,19 @@ def topk_serial(x, outer, n, inner, k, largest, vals, idx):
         i = t - o * inner
         base = o * n * inner + i
         obase = o * k * inner + i
-        pv = x[base]
+        pv = ld(x[base])
         pi = -1
         for s in range(k):
             bi = -1
-            bv = x[base]
+            bv = ld(x[base])
             for j in range(n):
-                v = x[base + j * inner]
+                v = ld(x[base + j * inner])
                 if pi >= 0 and not _before(pv, pi, v, j, largest):
                     continue
                 if bi < 0 or _before(v, j, bv, bi, largest):
                     bv = v
                     bi = j
-            vals[obase + s * inner] = bv
+            vals[obase + s * inner] = st(bv)
             idx[obase + s * inner] = bi
             pv = bv
             pi = bi
@@ -272,8 +279,8 @@ def cumsum_cols(x, out, outer, n, inner, init, exclusive, reverse):
             j = n - 1 - t if reverse else t
             p = base + j * inner
             if exclusive:
-                out[p] = acc
-                acc += x[p]
+                out[p] = st(acc)
+                acc += ld(x[p])
             else:
-                acc += x[p]
-                out[p] = acc
+                acc += ld(x[p])
+                out[p] = st(acc)

@@ -48,10 +48,9 @@ compile --emit-ptx``), and must not touch device memory then.
   ``PtxSpec`` signatures say ``uint16``: ``runtime.cuda.types.arr`` maps it). Kernels widen 16-bit
   elements to f32 as they load them, compute as for f32 and round once to the storage dtype when
   they store (round to nearest even, NaN kept), as the references. Data movement (shape ops,
-  gathers, permute, KV writes) moves 2-byte elements unchanged. Rules that do not handle a 16-bit
-  dtype refuse it with ``refuse_half`` (a ``LoweringError`` naming the op and the dtype):
-  ``sc.conv2d``, ``sc.scatter_add``, ``sc.index_add``, ``sc.one_hot``, ``sc.sparse_input_linear``;
-  the quantized matmuls take f32 activations only (a ``LoweringError`` says to insert ``sc.cast``).
+  gathers, permute, KV writes) moves 2-byte elements unchanged. Every rule handles f16/bf16 (the
+  quantized matmuls read f32, f16 or bf16 activations); a rule that cannot handle a 16-bit dtype
+  must refuse it with ``refuse_half`` (a ``LoweringError`` naming the op and the dtype).
 
 Ops without a CUDA rule make ``lower_function(..., target="cuda")`` raise one
 ``LoweringError`` listing every missing op (``missing_ops``).

@@ -10,26 +10,33 @@ from ...runtime.cuda import attention as A
 from ...runtime.cuda import device as D
 from ...runtime.cuda import launch
 from ...runtime.cuda import shape as S
-from . import CudaKernel, LoweringError, cuda_lowering, refuse_half
+from . import CudaKernel, LoweringError, cuda_lowering
 
 
 @cuda_lowering("sc.attention")
 def lower_attention(op) -> CudaKernel:
     q_t = op.operands[0].type
-    refuse_half(op, *[v.type for v in op.operands])
     has_mask = len(op.operands) == 4
     causal, scale_attr = bool(op.attrs["causal"]), op.attrs["scale"]
     dtype = q_t.dtype.np
-    if dtype.kind != "f":
+    if not q_t.dtype.is_float or len({v.type.dtype for v in op.operands[:3]}) != 1:
         raise LoweringError(f"{op.describe()}: no CUDA attention for {q_t.pretty()}")
     d = q_t.shape[3]
     if not isinstance(d, int) or d > A.MAX_HEAD_DIM:
         raise LoweringError(f"{op.describe()}: the CUDA attention kernel needs a static head dim <= "
                             f"{A.MAX_HEAD_DIM}, got {q_t.pretty()}")
     mask_dt = op.operands[3].type.dtype.np if has_mask else dtype
-    ct = dtype.type
-    dummy = D.Uploaded(np.zeros(1, dtype))
-    kern = A.make_attention(dtype.name, A.head_dim_bound(d))
+    half = q_t.dtype.name if q_t.dtype.name in ("f16", "bf16") else None
+    mhalf = op.operands[3].type.dtype.name if has_mask and op.operands[3].type.dtype.name in ("f16", "bf16") else None
+    if half is None and mhalf is not None:
+        raise LoweringError(f"{op.describe()}: the CUDA attention kernel needs a bool mask or one of q's dtype, got "
+                            f"{op.operands[3].type.pretty()} for {q_t.pretty()}")
+    cdt = np.dtype(np.float32) if half else dtype  # 16-bit floats: computed in f32, rounded once
+    ct = cdt.type
+    if not has_mask:  # the unused mask argument: of the compute dtype (numba has no truth value of float16)
+        mask_dt = cdt
+    dummy = D.Uploaded(np.zeros(1, mask_dt))
+    kern = A.make_attention(cdt.name, A.head_dim_bound(d), half, mhalf)
 
     def run(q, k, v, *rest):
         mask, out = (rest[0], rest[1]) if has_mask else (None, rest[0])
@@ -47,7 +54,7 @@ def lower_attention(op) -> CudaKernel:
         rows = B * Hq * Sq
         kern[max(1, min(rows, launch.max_blocks() * 4)), launch.block_size(1 << 30, A.BLOCK)](
             q, k, v, mflat, *[np.int64(s) for s in ms], has_mask, mask_dt == np.bool_, causal, scale, out)
-    specs = tuple(kern.spec(A.attention_sig(dtype, mask_dt, lay), f"{kern.name}_{lay}")
+    specs = tuple(kern.spec(A.attention_sig(dtype, mask_dt, lay, cdt), f"{kern.name}_{lay}")
                   for lay in ("C", "A"))
     return CudaKernel(run, f"attention_{dtype.name}", kernels=specs, info={"causal": causal, "mask": has_mask})
 

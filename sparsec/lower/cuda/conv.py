@@ -6,22 +6,22 @@ import numpy as np
 from ...runtime.cuda import device as D
 from ...runtime.cuda import launch
 from ...runtime.cuda.conv import conv2d_sig, make_conv2d
-from . import CudaKernel, LoweringError, cuda_lowering, refuse_half
+from . import CudaKernel, LoweringError, cuda_lowering
 
 
 @cuda_lowering("sc.conv2d")
 def lower_conv2d(op) -> CudaKernel:
     x_t = op.operands[0].type
-    refuse_half(op, *[v.type for v in op.operands])
     dt = x_t.dtype.np
-    if dt.kind != "f":
+    if not x_t.dtype.is_float or len({v.type.dtype for v in op.operands}) != 1:
         raise LoweringError(f"{op.describe()}: no CUDA sc.conv2d for {x_t.pretty()}")
     has_bias = len(op.operands) == 3
     sh, sw = op.attrs["stride"]
     pt, pl = op.attrs["padding"][0], op.attrs["padding"][1]
     dh, dw = op.attrs["dilation"]
     groups = int(op.attrs["groups"])
-    kern = make_conv2d("float64" if dt == np.float64 else "float32")
+    half = x_t.dtype.name if x_t.dtype.name in ("f16", "bf16") else None   # f32 accumulation, one rounding
+    kern = make_conv2d("float64" if dt == np.float64 else "float32", half)
     dummy = D.Uploaded(np.zeros(1, dt))
 
     def run(x, w, *rest):

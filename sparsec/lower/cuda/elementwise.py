@@ -14,7 +14,7 @@ import numpy as np
 from ...ir import Operation, TensorType, broadcast_shapes
 from .. import codegen as cpu_codegen
 from ..cpu.elementwise import ELEMENTWISE_OPS, program_from_region
-from . import CudaKernel, LoweringError, cuda_lowering, refuse_half
+from . import CudaKernel, LoweringError, cuda_lowering
 from . import codegen
 
 
@@ -28,7 +28,6 @@ def _tensor(v, what: str, op: Operation) -> TensorType:
 def lower_elementwise(op: Operation) -> CudaKernel:
     out = _tensor(op.results[0], "the result", op)
     in_types = [_tensor(v, f"operand {i}", op) for i, v in enumerate(op.operands)]
-    refuse_half(op, out, *in_types)
     groups, flags = cpu_codegen.collapse(out.shape, [t.shape for t in in_types])
     nodes = [cpu_codegen.Node("input", (j,), t.dtype.name) for j, t in enumerate(in_types)]
     nodes.append(cpu_codegen.Node(op.name, tuple(range(len(in_types))), out.dtype.name))
@@ -42,9 +41,6 @@ def lower_fused_elementwise(op: Operation) -> CudaKernel:
         prog, groups, constants, dtypes, dim_source = program_from_region(op)
     except Exception as e:  # the CPU helper raises its target's LoweringError
         raise LoweringError(str(e)) from None
-    if any(dt in ("f16", "bf16") for dt in dtypes) or any(n.dtype in ("f16", "bf16") for n in prog.nodes):
-        refuse_half(op, *[r.type for r in op.results], *[a.type for a in op.operands],
-                    TensorType((1,), "f16"))
     n = sum(1 for n_ in prog.nodes if n_.op not in ("input", "const"))
     return codegen.build(prog, groups, len(op.operands), constants, f"fused_elementwise{n}", dim_source)
 
@@ -68,13 +64,13 @@ def lower_iota(op: Operation) -> CudaKernel:
     from ...runtime.cuda import elementwise as rt
     from ...runtime.cuda import launch
     out = _tensor(op.results[0], "the result", op)
-    refuse_half(op, out)
     dt = out.dtype
+    k = rt.iota_half(dt.name) if dt.name in ("f16", "bf16") else rt.iota
 
     def fn(*args):
         o = args[-1]
-        launch.launch_1d(rt.iota, o.size, o.reshape(o.size), np.int64(o.size))
-    return CudaKernel(fn, f"iota_{dt.name}", kernels=(rt.iota.spec(rt.sig_iota(dt.np)),))
+        launch.launch_1d(k, o.size, o.reshape(o.size), np.int64(o.size))
+    return CudaKernel(fn, f"iota_{dt.name}", kernels=(k.spec(rt.sig_iota(dt.name)),))
 
 
 _ = broadcast_shapes  # (re-exported for rule modules that build regions)

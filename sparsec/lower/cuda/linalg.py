@@ -3,7 +3,8 @@
 ``sc.linear`` (``w [N, K]``): up to ``GEMV_MAX_ROWS`` rows a GEMV (each weight row read once
 per row, coalesced), else the tiled GEMM with the ``[N, K]`` tile loader. ``sc.matmul``: the
 tiled GEMM with per-batch operand offsets (broadcast batch dims repeat an offset; 1-D operands
-and transposes are strides). f32/f64 accumulate in their type, integers in int64 and wrap.
+and transposes are strides). f32/f64 accumulate in their type, f16/bf16 in f32 (rounded once to the
+operand dtype on store), integers in int64 and wrap.
 
 A quantized weight (``QuantType``) is handed to ``QUANT_LINEAR[format]`` when a quantized
 rule module registers one (``rule(op) -> CudaKernel``); otherwise lowering refuses it.
@@ -19,13 +20,18 @@ from ...ir import TensorType
 from ...ir.types import QuantType
 from ...runtime.cuda import device as D
 from ...runtime.cuda import linalg as K
-from . import CudaKernel, LoweringError, cuda_lowering, refuse_half
+from . import CudaKernel, LoweringError, cuda_lowering
 
 #: rows up to which sc.linear uses the GEMV (each weight row read once per call), else the GEMM
 GEMV_MAX_ROWS = K.GEMV_MAX_ROWS
 
 #: quantized format -> rule for sc.linear with a quantized weight (filled by a quantized module)
 QUANT_LINEAR: dict[str, Callable] = {}
+
+
+def _storage(t) -> str | None:
+    """"f16"/"bf16" for 16-bit float operands (loaded as f32, result rounded once), else None."""
+    return t.dtype.name if t.dtype.name in ("f16", "bf16") else None
 
 
 def _grid_gemm(M, N, batch, T):
@@ -54,12 +60,11 @@ def lower_linear(op) -> CudaKernel:
             raise LoweringError(f"{op.describe()}: quantized weight {w_t} ({w_t.format}): the CUDA target has no "
                                 f"quantized matmul for {w_t.format} yet")
         return rule(op)
-    refuse_half(op, x_t, w_t)
     dtype = x_t.dtype.np
-    if dtype.kind != "f":
+    if not x_t.dtype.is_float:
         raise LoweringError(f"{op.describe()}: no CUDA sc.linear for {x_t.pretty()}")
     has_bias = len(op.operands) == 3
-    acc = K.acc_dtype(dtype)
+    acc, sto = K.acc_dtype(dtype), _storage(x_t)
     dummy = D.Uploaded(np.zeros(1, dtype))
     offsets = _Offsets()
     zero = np.zeros(1, np.int64)
@@ -73,15 +78,15 @@ def lower_linear(op) -> CudaKernel:
         xf, of = x.reshape(x.size), out.reshape(out.size)
         wf = w.reshape(w.size)
         if m <= GEMV_MAX_ROWS:
-            K.make_gemv(acc)[K.gemv_config(n_out)](xf, wf, bias, of, np.int64(m), np.int64(n_out), np.int64(k_in),
+            K.make_gemv(acc, sto)[K.gemv_config(n_out)](xf, wf, bias, of, np.int64(m), np.int64(n_out), np.int64(k_in),
                                                   has_bias)
             return
         T = K.tile()
         zo = offsets.get("zero", lambda: zero)
-        K.make_gemm(T, acc)[_grid_gemm(m, n_out, 1, T)](
+        K.make_gemm(T, acc, sto)[_grid_gemm(m, n_out, 1, T)](
             xf, wf, of, bias, np.int64(m), np.int64(n_out), np.int64(k_in), zo, zo,
             np.int64(k_in), np.int64(1), np.int64(1), np.int64(k_in), True, has_bias)
-    specs = (K.make_gemv(acc).spec(K.gemv_sig(dtype)), K.make_gemm(K.TILE, acc).spec(K.gemm_sig(dtype)))
+    specs = (K.make_gemv(acc, sto).spec(K.gemv_sig(dtype)), K.make_gemm(K.TILE, acc, sto).spec(K.gemm_sig(dtype)))
     return CudaKernel(run, f"linear_{x_t.dtype.name}", kernels=specs, info={"gemv_max_rows": GEMV_MAX_ROWS})
 
 
@@ -89,12 +94,11 @@ def lower_linear(op) -> CudaKernel:
 def lower_matmul(op) -> CudaKernel:
     a_t, b_t = op.operands[0].type, op.operands[1].type
     assert isinstance(a_t, TensorType) and isinstance(b_t, TensorType)
-    refuse_half(op, a_t, b_t)
     ta, tb = op.attrs["transpose_a"], op.attrs["transpose_b"]
     dtype = a_t.dtype.np
     if dtype.kind == "b":
         raise LoweringError(f"{op.describe()}: no CUDA sc.matmul for booleans")
-    acc = K.acc_dtype(dtype)
+    acc, sto = K.acc_dtype(dtype), _storage(a_t)
     dummy = D.Uploaded(np.zeros(1, dtype))
     offsets = _Offsets()
 
@@ -125,7 +129,7 @@ def lower_matmul(op) -> CudaKernel:
         bo = offsets.get(("b",) + key, offs(bb, kb * n if len(b.shape) > 1 else 0))
         T = K.tile()
         b_nk = sbk == 1 and sbn != 1  # [N, K] storage: the coalescing tile loader
-        K.make_gemm(T, acc)[_grid_gemm(m, n, nb, T)](
+        K.make_gemm(T, acc, sto)[_grid_gemm(m, n, nb, T)](
             a.reshape(a.size), b.reshape(b.size), out.reshape(out.size), dummy.get(), np.int64(m), np.int64(n),
             np.int64(ka), ao, bo, np.int64(sam), np.int64(sak), np.int64(sbk), np.int64(sbn), b_nk, False)
-    return CudaKernel(run, f"matmul_{a_t.dtype.name}", kernels=(K.make_gemm(K.TILE, acc).spec(K.gemm_sig(dtype)),))
+    return CudaKernel(run, f"matmul_{a_t.dtype.name}", kernels=(K.make_gemm(K.TILE, acc, sto).spec(K.gemm_sig(dtype)),))

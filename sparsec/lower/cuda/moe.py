@@ -21,7 +21,7 @@ from ...runtime.cuda import launch
 from ...runtime.cuda import moe as M
 from ...runtime.cuda import quant as Q
 from ...runtime.cuda.shape import UINT_OF_SIZE, as_uint
-from . import CudaKernel, LoweringError, cuda_lowering, refuse_half
+from . import CudaKernel, LoweringError, cuda_lowering
 
 
 #: CUDA's limit on gridDim.y (the tiled kernel strides over further row tiles)
@@ -29,18 +29,21 @@ MAX_GRID_Y = 65535
 
 
 def _float_rows(op, t) -> np.dtype:
-    refuse_half(op, t)
     dt = t.dtype.np
-    if dt.kind != "f":
-        raise LoweringError(f"{op.describe()}: the CUDA kernel needs f32 or f64 rows, got {t.pretty()}")
+    if not t.dtype.is_float:
+        raise LoweringError(f"{op.describe()}: the CUDA kernel needs float rows, got {t.pretty()}")
     return dt
+
+
+def _half(t) -> str | None:
+    """"f16"/"bf16" for 16-bit float rows (computed in f32, rounded once per output), else None."""
+    return t.dtype.name if t.dtype.name in ("f16", "bf16") else None
 
 
 @cuda_lowering("sc.moe_dispatch")
 def lower_moe_dispatch(op) -> CudaKernel:
     E = int(op.attrs["num_experts"])
     i_t = op.operands[0].type
-    refuse_half(op, i_t)
     ecap = 32
     while ecap < E:
         ecap *= 2
@@ -66,7 +69,6 @@ def lower_moe_dispatch(op) -> CudaKernel:
 def lower_moe_permute(op) -> CudaKernel:
     top_k = int(op.attrs["top_k"])
     x_t, o_t = op.operands[0].type, op.operands[1].type
-    refuse_half(op, x_t)
     u = UINT_OF_SIZE[x_t.dtype.np.itemsize]
 
     def run(x, order, out, err):
@@ -128,11 +130,13 @@ class WeightArgs:
         return flat(p["qs"]), flat(p["d"]), flat(p["m"]) if "m" in p else self._f16.get()
 
 
-def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int, offsets_dtype, single: bool):
+def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int, offsets_dtype, single: bool,
+                   storage: str | None = None):
     """``(run, specs)``: ``run(x, w, w_up|None, bias|None, offsets|None, out, err)`` launches the
     GEMV or the tiled GEMM over the rows of ``x`` ``[M, K]`` (flattened) into ``out [M, N]``;
-    ``single``: one group of all rows (``sc.linear``), else the ``E`` groups of ``offsets``."""
-    acc = np.dtype(x_dtype).name
+    ``single``: one group of all rows (``sc.linear``), else the ``E`` groups of ``offsets``;
+    ``storage`` "f16"/"bf16": 16-bit rows and float weights, accumulated in f32."""
+    acc = "float32" if storage else np.dtype(x_dtype).name
     k2, g2 = (w2.kind, w2.G) if w2 is not None else (w1.kind, w1.G)
     E = 1 if single else int(w1.t.shape[0])
     N, K = int(w1.t.shape[-2]), w1.K
@@ -145,8 +149,8 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
 
     def gemv(geometry):
         if words:
-            return M.make_grouped_gemv_words(w1.kind, w1.G, act, geometry)
-        return M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, geometry)
+            return M.make_grouped_gemv_words(w1.kind, w1.G, act, geometry, storage)
+        return M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, geometry, storage)
 
     def run(x, w, wu, bias, offsets, out, err):
         m = x.size // K if K else 0
@@ -162,7 +166,7 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
         else:
             g = M.gemm_geometry()
             tiles = min(-(-m // g[0]) + (0 if single else active), MAX_GRID_Y)
-            M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, g)[M.gemm_grid(N, tiles, g)](
+            M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, g, storage)[M.gemm_grid(N, tiles, g)](
                 *_args(x, w, wu, bias, offsets, out, err, m, False))
 
     def _args(x, w, wu, bias, offsets, out, err, m, as_words):
@@ -174,9 +178,10 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
                 bias is not None, err)
 
     sig = M.grouped_sig(w1.kind, k2, x_dtype, offsets_dtype)
-    gemv_spec = (M.make_grouped_gemv_words(w1.kind, w1.G, act, M.GEMV).spec(M.words_sig(w1.kind, offsets_dtype))
-                 if words else M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, M.GEMV).spec(sig))
-    specs = (gemv_spec, M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, M.GEMM).spec(sig))
+    gemv_spec = (M.make_grouped_gemv_words(w1.kind, w1.G, act, M.GEMV, storage).spec(
+        M.words_sig(w1.kind, offsets_dtype, x_dtype))
+                 if words else M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, M.GEMV, storage).spec(sig))
+    specs = (gemv_spec, M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, M.GEMM, storage).spec(sig))
     return run, specs
 
 
@@ -196,14 +201,15 @@ def _grouped(op, act: int) -> CudaKernel:
     quant = isinstance(w_t, QuantType)
     if gated and quant != isinstance(u_t, QuantType):
         raise LoweringError(f"{op.describe()}: w_gate {w_t} and w_up {u_t} must both be quantized or both not")
-    if quant and dtype != np.float32:
-        raise LoweringError(f"{op.describe()}: quantized expert weights take f32 rows on the CUDA target, got "
-                            f"{x_t.pretty()} (insert sc.cast)")
-    if not quant:
-        refuse_half(op, w_t)
+    if quant and x_t.dtype.name not in ("f32", "f16", "bf16"):
+        raise LoweringError(f"{op.describe()}: quantized expert weights take f32, f16 or bf16 rows on the CUDA "
+                            f"target, got {x_t.pretty()} (insert sc.cast)")
+    if not quant and any(t.dtype != x_t.dtype for t in ([w_t, u_t] if gated else [w_t])):
+        raise LoweringError(f"{op.describe()}: the CUDA grouped matmul needs float expert weights of the rows' dtype, "
+                            f"got {w_t} for rows {x_t.pretty()} (insert sc.cast)")
     w1 = WeightArgs(op, w_t, dtype)
     w2 = WeightArgs(op, u_t, dtype) if gated else None
-    run, specs = grouped_kernel(op, dtype, w1, w2, act, off_t.dtype.np, single=False)
+    run, specs = grouped_kernel(op, dtype, w1, w2, act, off_t.dtype.np, single=False, storage=_half(x_t))
     fmt = w_t.format if quant else dtype.name
     name = f"grouped_{'gated_' if gated else ''}{fmt}"
 
@@ -231,6 +237,8 @@ def lower_moe_gated_grouped_matmul(op) -> CudaKernel:
 def lower_moe_combine(op) -> CudaKernel:
     y_t, o_t, w_t = (v.type for v in op.operands)
     dtype = _float_rows(op, y_t)
+    h = _half(y_t)
+    comb = M.make_combine("float32", h, h) if h else M.make_combine(dtype.name)
     scratch: dict = {}
 
     def inv_for(m):
@@ -249,12 +257,12 @@ def lower_moe_combine(op) -> CudaKernel:
         inv = inv_for(m)
         launch.launch_1d(M.fill_i64, m, inv, np.int64(-1))
         launch.launch_1d(M.invert_order, m, order, np.int64(m), inv, err)
-        launch.launch_1d(M.make_combine(dtype.name), T * H, y_perm.reshape(y_perm.size), inv,
+        launch.launch_1d(comb, T * H, y_perm.reshape(y_perm.size), inv,
                          topk_weights.reshape(topk_weights.size), np.int64(T), np.int64(k), np.int64(H),
                          out.reshape(out.size))
 
     def error(code, value):
         return f"order is not a permutation of 0..tokens*top_k-1 (entry {value} is out of range or repeated)"
     specs = (M.fill_i64.spec(M.fill_sig()), M.invert_order.spec(M.invert_sig(o_t.dtype.np)),
-             M.make_combine(dtype.name).spec(M.combine_sig(dtype)))
+             comb.spec(M.combine_sig(dtype)))
     return CudaKernel(run, f"moe_combine_{dtype.name}", kernels=specs, checked=True, error=error)

@@ -17,7 +17,8 @@ f32 sums (any order, including the word GEMV's partial sums of 4 or 8 products):
 (``tests/test_cuda_quant.py`` checks it). The activations are not quantized (unlike the CPU
 kernels' int8 activations): numba.cuda has no dp4a intrinsic, a decode step is bound by the
 weight bytes, which this does not change, and the result is closer to the reference. The
-embedding gathers dequantized rows: exact. f32 activations only (f64 is refused).
+embedding gathers dequantized rows: exact. f32, f16 or bf16 activations (16-bit rows widened to
+f32 as they are read, each output rounded once); f64 is refused.
 """
 from __future__ import annotations
 
@@ -26,22 +27,23 @@ import numpy as np
 from ...runtime.cuda import device as D
 from ...runtime.cuda import launch
 from ...runtime.cuda import quant as Q
-from . import CudaKernel, LoweringError, refuse_half
+from . import CudaKernel, LoweringError
 from .index import QUANT_EMBEDDING
 from .linalg import QUANT_LINEAR
 from .moe import WeightArgs, grouped_kernel
 
 
 def lower_quant_linear(op) -> CudaKernel:
-    """``sc.linear(x, w, b?)`` with a quantized ``w [N, K]`` (f32 ``x [..., K]``)."""
+    """``sc.linear(x, w, b?)`` with a quantized ``w [N, K]`` (f32, f16 or bf16 ``x [..., K]``; 16-bit
+    rows are widened to f32 as they are read and each output rounded once)."""
     x_t, w_t = op.operands[0].type, op.operands[1].type
-    refuse_half(op, x_t)
-    if x_t.dtype.np != np.float32:
-        raise LoweringError(f"{op.describe()}: a quantized sc.linear takes f32 activations on the CUDA target, got "
-                            f"{x_t.pretty()} (insert sc.cast)")
+    if x_t.dtype.name not in ("f32", "f16", "bf16"):
+        raise LoweringError(f"{op.describe()}: a quantized sc.linear takes f32, f16 or bf16 activations on the CUDA "
+                            f"target, got {x_t.pretty()} (insert sc.cast)")
     has_bias = len(op.operands) == 3
     w = WeightArgs(op, w_t, np.dtype(np.float32))
-    run, specs = grouped_kernel(op, np.dtype(np.float32), w, None, 0, np.dtype(np.int64), single=True)
+    half = x_t.dtype.name if x_t.dtype.name != "f32" else None
+    run, specs = grouped_kernel(op, x_t.dtype.np, w, None, 0, np.dtype(np.int64), single=True, storage=half)
 
     err = D.Uploaded(np.zeros(2, np.int64))  # single-group launches never write their error slot
 

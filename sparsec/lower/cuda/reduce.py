@@ -14,11 +14,12 @@ import numpy as np
 from ...ir import Operation, TensorType
 from ...ops._util import norm_axes
 from ...runtime.cuda import device as D
+from ...runtime.cuda import half as H
 from ...runtime.cuda import launch
 from ...runtime.cuda import reduce as rt
 from ...runtime.cuda.types import arr, scalar
 from ..cpu.reduce import _axis_split, _passes, _prod
-from . import CudaKernel, LoweringError, cuda_lowering, refuse_half
+from . import CudaKernel, LoweringError, cuda_lowering
 
 #: rows at most for the block kernels, and the row length from which they are used
 BLOCK_MAX_ROWS = 1 << 14
@@ -29,8 +30,13 @@ def _x(op: Operation) -> TensorType:
     t = op.operands[0].type
     if not isinstance(t, TensorType):
         raise LoweringError(f"{op.describe()}: operand is {t}, not a tensor")
-    refuse_half(op, t, *[r.type for r in op.results])
     return t
+
+
+def _v(k, load_dt=None, store_dt=None):
+    """Kernel ``k`` reading ``load_dt`` / writing ``store_dt`` elements (IR dtype names; f16/bf16
+    get the 16-bit variant, ``runtime.cuda.half.variant``)."""
+    return H.variant(k, load_dt, store_dt)
 
 
 def _use_block(rows: int, n: int) -> bool:
@@ -79,20 +85,24 @@ def lower_reduce(op: Operation) -> CudaKernel:
             if o * i == 0:
                 cur = res
                 continue
+            ldt, sdt = (x.dtype.name if p == 0 else None), (out_t.dtype.name if last else None)
             if is_f and _use_block(o * i, n):
-                rt.reduce_block_f[_grid_rows(o * i)](cur, np.int64(o), np.int64(n), np.int64(i), res, np.int64(k),
+                _v(rt.reduce_block_f, ldt, sdt)[_grid_rows(o * i)](cur, np.int64(o), np.int64(n), np.int64(i), res, np.int64(k),
                                                      count)
             else:
-                rt.reduce_serial[launch.grid_1d(o * i)](cur, np.int64(o), np.int64(n), np.int64(i), res,
+                _v(rt.reduce_serial, ldt, sdt)[launch.grid_1d(o * i)](cur, np.int64(o), np.int64(n), np.int64(i), res,
                                                         np.int64(k), init, count)
             cur = res
     i64 = types.int64
     specs = []
-    for src in [x.dtype.np] + ([acc] if len(passes) > 1 else []):
-        for dst in ([out_t.dtype.np, acc] if len(passes) > 1 else [out_t.dtype.np]):
-            specs.append(rt.reduce_serial.spec((arr(src), i64, i64, i64, arr(dst), i64, scalar(acc), types.float64)))
+    for src, ldt in [(x.dtype.np, x.dtype.name)] + ([(acc, None)] if len(passes) > 1 else []):
+        for dst, sdt in ([(out_t.dtype.np, out_t.dtype.name), (acc, None)] if len(passes) > 1
+                         else [(out_t.dtype.np, out_t.dtype.name)]):
+            specs.append(_v(rt.reduce_serial, ldt, sdt).spec((arr(src), i64, i64, i64, arr(dst), i64, scalar(acc),
+                                                              types.float64)))
             if is_f:
-                specs.append(rt.reduce_block_f.spec((arr(src), i64, i64, i64, arr(dst), i64, types.float64)))
+                specs.append(_v(rt.reduce_block_f, ldt, sdt).spec((arr(src), i64, i64, i64, arr(dst), i64,
+                                                                   types.float64)))
     return CudaKernel(fn, f"{name}_{x.dtype.name}", kernels=tuple(specs), info={"passes": len(passes)})
 
 
@@ -101,16 +111,17 @@ def lower_argmax(op: Operation) -> CudaKernel:
     from numba import types
     x = _x(op)
     od, ad, idims = _axis_split(x, op.attrs["axis"])
+    kern = _v(rt.argmax_block, x.dtype.name)
 
     def fn(xa, out):
         s = xa.shape
         o, n, i = _prod(s, od), s[ad[0]], _prod(s, idims)
         if o * i == 0:
             return
-        rt.argmax_block[_grid_rows(o * i)](xa.reshape(xa.size), np.int64(o), np.int64(n), np.int64(i),
+        kern[_grid_rows(o * i)](xa.reshape(xa.size), np.int64(o), np.int64(n), np.int64(i),
                                            out.reshape(out.size))
     i64 = types.int64
-    spec = rt.argmax_block.spec((arr(x.dtype.np), i64, i64, i64, arr(np.int64)))
+    spec = kern.spec((arr(x.dtype.np), i64, i64, i64, arr(np.int64)))
     return CudaKernel(fn, f"argmax_{x.dtype.name}", kernels=(spec,))
 
 
@@ -122,6 +133,7 @@ def lower_softmax(op: Operation) -> CudaKernel:
         raise LoweringError(f"{op.describe()}: softmax of {x.pretty()} (floats only)")
     od, ad, idims = _axis_split(x, op.attrs["axis"])
     log = op.name == "sc.log_softmax"
+    kb, ks = _v(rt.softmax_block, x.dtype.name, x.dtype.name), _v(rt.softmax_serial, x.dtype.name, x.dtype.name)
 
     def fn(xa, out):
         s = xa.shape
@@ -130,13 +142,13 @@ def lower_softmax(op: Operation) -> CudaKernel:
             return
         args = (xa.reshape(xa.size), np.int64(o), np.int64(n), np.int64(i), out.reshape(out.size), log)
         if _use_block(o * i, n):
-            rt.softmax_block[_grid_rows(o * i)](*args)
+            kb[_grid_rows(o * i)](*args)
         else:
-            rt.softmax_serial[launch.grid_1d(o * i)](*args)
+            ks[launch.grid_1d(o * i)](*args)
     i64 = types.int64
     sig = (arr(x.dtype.np), i64, i64, i64, arr(x.dtype.np), types.boolean)
     return CudaKernel(fn, f"{op.name[3:]}_{x.dtype.name}",
-                      kernels=(rt.softmax_block.spec(sig), rt.softmax_serial.spec(sig)))
+                      kernels=(kb.spec(sig), ks.spec(sig)))
 
 
 @cuda_lowering("sc.topk")
@@ -146,16 +158,17 @@ def lower_topk(op: Operation) -> CudaKernel:
     od, ad, idims = _axis_split(x, op.attrs["axis"])
     kk = int(op.attrs["k"])
     largest = bool(op.attrs["largest"])
+    kern = _v(rt.topk_serial, x.dtype.name, x.dtype.name)
 
     def fn(xa, vals, idx):
         s = xa.shape
         o, n, i = _prod(s, od), s[ad[0]], _prod(s, idims)
         if o * i * kk == 0:
             return
-        rt.topk_serial[launch.grid_1d(o * i)](xa.reshape(xa.size), np.int64(o), np.int64(n), np.int64(i),
+        kern[launch.grid_1d(o * i)](xa.reshape(xa.size), np.int64(o), np.int64(n), np.int64(i),
                                               np.int64(kk), largest, vals.reshape(vals.size), idx.reshape(idx.size))
     i64 = types.int64
-    spec = rt.topk_serial.spec((arr(x.dtype.np), i64, i64, i64, i64, types.boolean, arr(x.dtype.np), arr(np.int64)))
+    spec = kern.spec((arr(x.dtype.np), i64, i64, i64, i64, types.boolean, arr(x.dtype.np), arr(np.int64)))
     return CudaKernel(fn, f"topk_{x.dtype.name}", kernels=(spec,))
 
 
@@ -169,16 +182,17 @@ def lower_cumsum(op: Operation) -> CudaKernel:
     od, ad, idims = _axis_split(x, op.attrs["axis"])
     exclusive, reverse = bool(op.attrs["exclusive"]), bool(op.attrs["reverse"])
     init = np.float64(0) if x.dtype.is_float else x.dtype.np.type(0)
+    kern = _v(rt.cumsum_cols, x.dtype.name, x.dtype.name)
 
     def fn(xa, out):
         s = xa.shape
         o, n, i = _prod(s, od), s[ad[0]], _prod(s, idims)
         if o * i * n == 0:
             return
-        rt.cumsum_cols[launch.grid_1d(o * i)](xa.reshape(xa.size), out.reshape(out.size), np.int64(o), np.int64(n),
+        kern[launch.grid_1d(o * i)](xa.reshape(xa.size), out.reshape(out.size), np.int64(o), np.int64(n),
                                               np.int64(i), init, exclusive, reverse)
     i64 = types.int64
-    spec = rt.cumsum_cols.spec((arr(x.dtype.np), arr(x.dtype.np), i64, i64, i64, scalar(np.dtype(type(init))),
+    spec = kern.spec((arr(x.dtype.np), arr(x.dtype.np), i64, i64, i64, scalar(np.dtype(type(init))),
                                 types.boolean, types.boolean))
     return CudaKernel(fn, f"cumsum_{x.dtype.name}", kernels=(spec,))
 

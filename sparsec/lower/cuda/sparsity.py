@@ -9,7 +9,7 @@ import numpy as np
 from ...ir.types import QuantType
 from ...runtime.cuda import launch
 from ...runtime.cuda import sparsity as S
-from . import CudaKernel, LoweringError, cuda_lowering, refuse_half
+from . import CudaKernel, LoweringError, cuda_lowering
 
 MAX_BLOCKS_Y = 4096
 
@@ -19,11 +19,12 @@ def lower_sparse_input_linear(op) -> CudaKernel:
     x_t, w_t = op.operands[0].type, op.operands[1].type
     if isinstance(w_t, QuantType):
         raise LoweringError(f"{op.describe()}: the CUDA target has no sc.sparse_input_linear on quantized weights")
-    refuse_half(op, x_t, w_t)
     dtype = x_t.dtype.np
-    if dtype.kind != "f":
+    if not x_t.dtype.is_float:
         raise LoweringError(f"{op.describe()}: no CUDA sc.sparse_input_linear for {x_t.pretty()}")
-    thr = dtype.type(op.attrs["threshold"])
+    half = x_t.dtype.name if x_t.dtype.name in ("f16", "bf16") else None   # computed in f32, rounded once
+    cdt = np.dtype(np.float32) if half else dtype
+    thr = cdt.type(op.attrs["threshold"])
     K, N = (int(d) for d in w_t.shape)
 
     def run(x, w, out):
@@ -31,9 +32,9 @@ def lower_sparse_input_linear(op) -> CudaKernel:
         if m == 0:
             return
         t = launch.block_size(N)
-        ky = S.make_sparse_input_linear(dtype.name)
+        ky = S.make_sparse_input_linear(cdt.name, S.RB, half)
         ky[((N + t - 1) // t, max(1, min(MAX_BLOCKS_Y, -(-m // S.RB)))), t](
             x.reshape(x.size), w.reshape(w.size), thr, np.int64(m), np.int64(K), np.int64(N), out.reshape(out.size))
-    specs = (S.make_sparse_input_linear(dtype.name).spec(S.sparse_input_linear_sig(dtype)),)
+    specs = (S.make_sparse_input_linear(cdt.name, S.RB, half).spec(S.sparse_input_linear_sig(dtype, cdt)),)
     return CudaKernel(run, f"sparse_input_linear_{dtype.name}", kernels=specs,
                       info={"threshold": float(op.attrs["threshold"])})
