@@ -309,3 +309,24 @@ def test_zero_rows():
                  sc.TensorSpec(("n", 4), "float32"), sc.TensorSpec((3, 4), "float32"))
     outs = assert_matches_reference(g, np.zeros((0, 4), np.float32), np.ones((3, 4), np.float32))
     assert outs[0].shape == (0, 3)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_attention_rows_that_see_no_key_give_zeros(dtype):
+    """A fully masked row (boolean False or additive -inf) gives zeros, as the reference; a NaN
+    query gives a NaN row. (The kernel gave NaN for fully masked rows: hypothesis found it.)"""
+    rng = np.random.default_rng(4)
+    q = rng.standard_normal((1, 2, 3, 8)).astype(dtype)
+    k, v = (rng.standard_normal((1, 2, 5, 8)).astype(dtype) for _ in range(2))
+    q[0, 1, 2, 0] = np.nan
+    for mask in (np.ones((1, 1, 3, 5), bool), np.zeros((1, 1, 3, 5), dtype)):
+        if mask.dtype == bool:
+            mask[0, 0, 1] = False
+        else:
+            mask[0, 0, 1] = -np.inf
+        g = sc.trace(lambda q, k, v, m: sc.ops.attention(q, k, v, m), *map(spec, (q, k, v, mask)))
+        (got,) = run_cuda(g, q, k, v, mask)
+        (want,) = sc.interpret(g, q, k, v, mask)
+        assert np.all(got[:, :, 1] == 0) and np.all(want[:, :, 1] == 0)
+        assert np.all(np.isnan(got[0, 1, 2])) and np.all(np.isnan(want[0, 1, 2]))
+        np.testing.assert_allclose(got[0, 0, 0], want[0, 0, 0], rtol=2e-3, atol=2e-3)

@@ -76,6 +76,7 @@ def make_attention(dtype: str, maxd: int = MAX_HEAD_DIM, storage: str | None = N
                 limit = min(L, L - S + i + 1)
             m = ninf
             lsum = ct(0)
+            nanrow = False
             for d in range(D):
                 acc[d] = ct(0)
             for j in range(tid, limit, nt):
@@ -90,6 +91,9 @@ def make_attention(dtype: str, maxd: int = MAX_HEAD_DIM, storage: str | None = N
                             continue
                     else:
                         s = s + mv
+                if s != s:  # a NaN score makes the row NaN, as the reference
+                    nanrow = True
+                    continue
                 if s == ninf:
                     continue
                 if s > m:
@@ -102,14 +106,17 @@ def make_attention(dtype: str, maxd: int = MAX_HEAD_DIM, storage: str | None = N
                 lsum += p
                 for d in range(D):
                     acc[d] += p * ld(v[b, hk, j, d])
-            shm[tid] = m
+            shm[tid] = ct(math.nan) if nanrow else m
             shl[tid] = lsum
             for d in range(D):
                 sha[tid, d] = acc[d]
             cuda.syncthreads()
             mx = ninf
+            rownan = False
             for t in range(nt):
-                if shm[t] > mx:
+                if shm[t] != shm[t]:
+                    rownan = True
+                elif shm[t] > mx:
                     mx = shm[t]
             for d in range(tid, D, nt):
                 num = ct(0)
@@ -119,9 +126,13 @@ def make_attention(dtype: str, maxd: int = MAX_HEAD_DIM, storage: str | None = N
                         c = ct(math.exp(shm[t] - mx))
                         num += c * sha[t, d]
                         den += c * shl[t]
-                if den > ct(0):
+                if rownan:
+                    out[b, h, i, d] = st(ct(math.nan))
+                elif den > ct(0):
                     out[b, h, i, d] = st(num / den)
-                else:
+                elif den == ct(0):  # no visible key: zeros, as the reference
+                    out[b, h, i, d] = st(ct(0))
+                else:  # a NaN score (or +inf - +inf): NaN, as the reference
                     out[b, h, i, d] = st(ct(math.nan))
             cuda.syncthreads()
 
