@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from common import ROWS, measure_bandwidth, measure_limits, median_time, openblas_note, print_table, reexec_without_openblas_overrides, row
+from common import PAIRED, ROWS, measure_bandwidth, measure_limits, median_time, paired_time, openblas_note, print_table, reexec_without_openblas_overrides, row
 
 reexec_without_openblas_overrides()
 
@@ -150,10 +150,11 @@ def bench_moe(args, limits):
             note=f"pipeline {cm.pipeline}")
         (want,) = sc.interpret(g, x)
         err = float(np.abs(cm(x) - want).max())
-        it = iter(range(10**9))
-        med, best = median_time(lambda: dense(xs[next(it) % 16]), args.repeat)
-        row(case, "sparsec without the MoE passes", med, best, ref, nbytes=nbytes, flops=flops, limits=limits,
-            note=f"pipeline {dense.pipeline}: all {experts} experts on every token")
+        it, it2 = iter(range(10**9)), iter(range(10**9))
+        (sp, _), (med, best) = paired_time(lambda: cm(xs[next(it2) % 16]), lambda: dense(xs[next(it) % 16]),
+                                           args.repeat)
+        row(case, "sparsec without the MoE passes", med, best, sp, nbytes=nbytes, flops=flops, limits=limits,
+            note=f"pipeline {dense.pipeline}: all {experts} experts on every token; {PAIRED}")
         if block is None:
             row(case, "HF MixtralSparseMoeBlock (transformers not installed)", float("nan"), float("nan"))
             continue
@@ -167,19 +168,21 @@ def bench_moe(args, limits):
                 note = f"sparsec vs HF max abs err {float(np.abs(cm(x) - hf).max()):.1e}, vs interpreter {err:.1e}"
                 # batched_mm copies the selected experts' weights per token: seconds per call at 128 tokens
                 reps = 3 if impl == "batched_mm" and t > 16 else args.repeat
-                it = iter(range(10**9))
-                med, best = median_time(lambda: block(xts[next(it) % 16]), reps)
-                row(case, f"HF MixtralSparseMoeBlock experts={impl}", med, best, ref, nbytes=nbytes, flops=flops,
-                    limits=limits, note=note)
+                it, it2 = iter(range(10**9)), iter(range(10**9))
+                (sp, _), (med, best) = paired_time(lambda: cm(xs[next(it2) % 16]), lambda: block(xts[next(it) % 16]),
+                                                   reps)
+                row(case, f"HF MixtralSparseMoeBlock experts={impl}", med, best, sp, nbytes=nbytes, flops=flops,
+                    limits=limits, note=f"{note}; {PAIRED}")
                 torch._dynamo.reset()
                 comp = torch.compile(block)
                 t0 = time.perf_counter()
                 comp(xt)
                 cold = time.perf_counter() - t0
-                it = iter(range(10**9))
-                med, best = median_time(lambda: comp(xts[next(it) % 16]), reps)
-                row(case, f"HF MixtralSparseMoeBlock experts={impl} torch.compile", med, best, ref, nbytes=nbytes,
-                    flops=flops, limits=limits, note=f"first call {cold:.1f} s")
+                it, it2 = iter(range(10**9)), iter(range(10**9))
+                (sp, _), (med, best) = paired_time(lambda: cm(xs[next(it2) % 16]), lambda: comp(xts[next(it) % 16]),
+                                                   reps)
+                row(case, f"HF MixtralSparseMoeBlock experts={impl} torch.compile", med, best, sp, nbytes=nbytes,
+                    flops=flops, limits=limits, note=f"first call {cold:.1f} s; {PAIRED}")
             block.experts.config._experts_implementation = "eager"
 
 
@@ -208,18 +211,24 @@ def bench_moe_finegrained(args, limits):
         nbytes = active * expert_bytes + experts * hidden * 4
         flops = 2 * t * (top_k + shared) * 3 * hidden * ffn
         (want,) = sc.interpret(g, xs[0])
-        ref = None
+        first = compiled[0][1]
         for name, cm in compiled:
             if name.endswith("MoE passes") and t > 1:
                 reps = max(3, args.repeat // 5)
             else:
                 reps = args.repeat
             it = iter(range(10**9))
-            med, best = median_time(lambda: cm(xs[next(it) % 16]), reps)
-            ref = ref or med
             err = float(np.abs(cm(xs[0]) - want).max())
+            if cm is first:
+                med, best = median_time(lambda: cm(xs[next(it) % 16]), reps)
+                ref, note = med, ""
+            else:  # timed alternately with the first (sparsec, default pipeline)
+                it2 = iter(range(10**9))
+                (ref, _), (med, best) = paired_time(lambda: first(xs[next(it2) % 16]), lambda: cm(xs[next(it) % 16]),
+                                                    reps)
+                note = f"; {PAIRED}"
             row(case, name, med, best, ref, nbytes=nbytes, flops=flops, limits=limits,
-                note=f"pipeline {cm.pipeline}; max abs err vs interpreter {err:.1e}")
+                note=f"pipeline {cm.pipeline}; max abs err vs interpreter {err:.1e}{note}")
 
 
 def bench_overhead(args, limits):

@@ -14,6 +14,8 @@ import numpy as np
 from sparsec.benchmark import time_calls as median_time  # (median, min) seconds
 
 ROWS: list[dict] = []
+#: the note of a row whose ratio comes from ``paired_time``
+PAIRED = "ratio vs sparsec timed alternately with it"
 
 
 def reexec_without_openblas_overrides() -> None:
@@ -31,6 +33,26 @@ def openblas_note() -> str:
 
 
 # -- machine limits ----------------------------------------------------------------------------
+
+def paired_time(fa, fb, repeat: int, warmup: int = 2):
+    """((median, min) of ``fa``, (median, min) of ``fb``) seconds, the two called alternately: the
+    machine's bandwidth drifts by a third within minutes, so a ratio of two medians taken one after
+    the other measures the drift as much as the code. Peers' ratios come from such pairs."""
+    import time
+    for _ in range(warmup):
+        fa()
+        fb()
+    ta, tb = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fa()
+        t1 = time.perf_counter()
+        fb()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return (float(np.median(ta)), float(np.min(ta))), (float(np.median(tb)), float(np.min(tb)))
+
 
 def measure_bandwidth(repeat: int) -> float:
     """Read bandwidth in GB/s: a parallel sum over 512 MiB of float32 on all threads."""
