@@ -104,24 +104,24 @@ class Executable:
     def __call__(self, *arrays) -> tuple[np.ndarray, ...]:
         arrays = [a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrays]
         b = self.bind(arrays)
-        key = tuple(b.get(s, 0) for s in self._key_symbols)
+        return self._run(self._prepared_for(b), arrays, b)
+
+    def _prepared_for(self, bindings: dict[str, int]) -> _Prepared:
+        """The prepared arena and argument lists for these symbol sizes (an LRU of ``MAX_PREPARED``)."""
+        key = tuple(bindings.get(s, 0) for s in self._key_symbols)
         prep = self._prepared.get(key)
         if prep is None:
             if len(self._prepared) >= MAX_PREPARED:  # bound the memory held for past sizes
                 self._prepared.pop(next(iter(self._prepared)))
-            prep = self._prepared[key] = self._prepare(b)
-        return self._run(prep, arrays, b)
+            prep = self._prepared[key] = self._prepare(bindings)
+        return prep
 
-    def _run(self, prep: _Prepared, arrays, bindings) -> tuple[np.ndarray, ...]:
-        for i, (x, patches) in enumerate(zip(arrays, prep.input_patches)):
-            if not x.flags.c_contiguous and i not in self._inplace:
-                x = np.require(x, requirements="C")
-            for args, j in patches:
-                args[j] = x
-        fresh_arrays = {}
+    def _run_steps(self, prep: _Prepared, bindings, alloc=np.empty, finish=None, what: str = "kernel") -> None:
+        """Fresh result arrays (``alloc``) into the argument lists, then every step in order;
+        ``finish()`` (the CUDA device's synchronize) inside the same error handling. A kernel that
+        raises becomes a ``KernelError`` naming the op and its source line."""
         for root, shape, dtype, patches in prep.fresh:
-            a = np.empty(shape, dtype)
-            fresh_arrays[root] = a
+            a = alloc(shape, dtype)
             for args, j in patches:
                 args[j] = a
         k = -1
@@ -135,12 +135,24 @@ class Executable:
                         for out, plist in zip(outs, patches):
                             for a, j in plist:
                                 a[j] = out
+            if finish is not None:
+                finish()
         except SparsecError:
             raise
         except Exception as e:  # name the op and where it came from, as the interpreter does
+            if k < 0:
+                raise
             step = self.plan.steps[k]
             where = f" (from {step.loc})" if step.loc else ""
-            raise KernelError(f"{step.op}{where}: kernel {step.kernel} failed: {type(e).__name__}: {e}") from e
+            raise KernelError(f"{step.op}{where}: {what} {step.kernel} failed: {type(e).__name__}: {e}") from e
+
+    def _run(self, prep: _Prepared, arrays, bindings) -> tuple[np.ndarray, ...]:
+        for i, (x, patches) in enumerate(zip(arrays, prep.input_patches)):
+            if not x.flags.c_contiguous and i not in self._inplace:
+                x = np.require(x, requirements="C")
+            for args, j in patches:
+                args[j] = x
+        self._run_steps(prep, bindings)
         results = []
         for src in prep.result_sources:
             if src[0] == "static":

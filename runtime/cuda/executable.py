@@ -16,8 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import SparsecError
-from ...ir.types import bound_dims
-from ..executable import MAX_PREPARED, Executable, KernelError, _Prepared
+from ..executable import Executable, KernelError, _Prepared
 from . import device as D
 
 
@@ -49,13 +48,7 @@ class CudaExecutable(Executable):
         the indices of the results to copy to the host (the others stay device arrays)."""
         arrays = [a if isinstance(a, np.ndarray) or D.is_device_array(a) else np.asarray(a) for a in arrays]
         b = self.bind(arrays)
-        key = tuple(b.get(s, 0) for s in self._key_symbols)
-        prep = self._prepared.get(key)
-        if prep is None:
-            if len(self._prepared) >= MAX_PREPARED:
-                self._prepared.pop(next(iter(self._prepared)))
-            prep = self._prepared[key] = self._prepare(b)
-        outs, dev_inputs = self._run(prep, arrays, b)
+        outs, dev_inputs = self._run(self._prepared_for(b), arrays, b)
         if to_host is True:
             to_host = range(len(outs))
         elif to_host is False:
@@ -78,30 +71,7 @@ class CudaExecutable(Executable):
             dev_inputs.append(d)
             for args, j in patches:
                 args[j] = d
-        for root, shape, dtype, patches in prep.fresh:
-            a = D.empty(shape, dtype)
-            for args, j in patches:
-                args[j] = a
-        k = -1
-        try:
-            with bound_dims(bindings):
-                for fn, args, patches, k in prep.entries:
-                    if patches is None:
-                        fn(*args)
-                    else:
-                        outs = fn(*args)
-                        for out, plist in zip(outs, patches):
-                            for a, j in plist:
-                                a[j] = out
-            D.synchronize()
-        except SparsecError:
-            raise
-        except Exception as e:
-            if k < 0:
-                raise
-            step = self.plan.steps[k]
-            where = f" (from {step.loc})" if step.loc else ""
-            raise KernelError(f"{step.op}{where}: CUDA kernel {step.kernel} failed: {type(e).__name__}: {e}") from e
+        self._run_steps(prep, bindings, D.empty, D.synchronize, "CUDA kernel")
         if prep.errors is not None:
             self._check_errors(prep)
         results = []

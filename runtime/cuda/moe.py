@@ -316,6 +316,57 @@ def _name(base, kind, G, kind2, G2, act, acc_dtype, geometry, storage=None) -> s
     return f"{base}_{w}_{'x'.join(map(str, geometry))}" + (f"_{storage}" if storage in half.HALF else "")
 
 
+@cuda.jit(device=True)
+def gemv_block_rows(offsets, E, M, single, scan, res, lane, col, LANES, NTH, err):
+    """The rows ``[r0, r1)`` a GEMV block works on and their expert ``e`` (-1: this block has
+    none): all ``M`` rows for ``single`` (one block row), else the ``blockIdx.y``-th expert with
+    rows (``locate_tile``; the first block also checks ``offsets``)."""
+    if single:
+        if cuda.blockIdx.y > 0:
+            return -1, 0, 0
+        return 0, 0, M
+    if cuda.blockIdx.x == 0 and cuda.blockIdx.y == 0 and lane == 0 and col == 0:
+        check_offsets(offsets, E, M, err)
+    locate_tile(offsets, E, M, max(M, 1), cuda.blockIdx.y, scan, res, col * LANES + lane, NTH)
+    e = res[0]
+    if e < 0:
+        return -1, 0, 0
+    r0, r1 = expert_rows(offsets, e, M)
+    return e, r0, r1
+
+
+@lru_cache(maxsize=None)
+def make_gemv_store(LANES: int, act: int, storage: str | None):
+    """The GEMV blocks' epilogue: per row, the ``LANES`` partial sums of each column reduced in
+    shared memory, then ``act(gate) * up`` (gated) or ``+ bias``, rounded once to ``storage``."""
+    ld, st = _ld_st(storage)
+    gated = act != ACT_NONE
+
+    @cuda.jit(device=True)
+    def store_rows(sh, sh2, acc, acc2, nr, c0, col, lane, n, N, bias, has_bias, out):
+        for i in range(nr):
+            sh[col, lane] = acc[i]
+            sh2[col, lane] = acc2[i]
+            cuda.syncthreads()
+            s = LANES // 2
+            while s > 0:
+                if lane < s:
+                    sh[col, lane] += sh[col, lane + s]
+                    if gated:
+                        sh2[col, lane] += sh2[col, lane + s]
+                cuda.syncthreads()
+                s //= 2
+            if lane == 0 and n < N:
+                v = sh[col, 0]
+                if gated:
+                    v = activate(v, act) * sh2[col, 0]
+                elif has_bias:
+                    v += ld(bias[n])
+                out[(c0 + i) * N + n] = st(v)
+            cuda.syncthreads()
+    return store_rows
+
+
 @lru_cache(maxsize=None)
 def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtype: str, geometry: tuple,
                       storage: str | None = None):
@@ -330,6 +381,7 @@ def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtyp
     wel = make_loader(kind, G, storage if kind == Q.KIND_FLOAT else None)
     wel2 = make_loader(kind2, G2, storage if kind2 == Q.KIND_FLOAT else None)
     gated = act != ACT_NONE
+    store_rows = make_gemv_store(LANES, act, storage)
 
     def grouped_gemv(x, wa, wb, wc, va, vb, vc, bias, offsets, out, M, N, K, E, nb, nb2, single, has_bias, err):
         sh = cuda.shared.array((COLS, LANES), acc_t)
@@ -341,21 +393,9 @@ def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtyp
         lane = cuda.threadIdx.x
         col = cuda.threadIdx.y
         n = cuda.blockIdx.x * COLS + col
-        e = 0
-        r0 = 0
-        r1 = M
-        if single:
-            if cuda.blockIdx.y > 0:
-                return
-        else:
-            if cuda.blockIdx.x == 0 and cuda.blockIdx.y == 0 and lane == 0 and col == 0:
-                check_offsets(offsets, E, M, err)
-            # the blockIdx.y-th expert with rows
-            locate_tile(offsets, E, M, max(M, 1), cuda.blockIdx.y, scan, res, col * LANES + lane, NTH)
-            e = res[0]
-            if e < 0:
-                return
-            r0, r1 = expert_rows(offsets, e, M)
+        e, r0, r1 = gemv_block_rows(offsets, E, M, single, scan, res, lane, col, LANES, NTH, err)
+        if e < 0:
+            return
         row = e * N + n
         for c0 in range(r0, r1, RB):
             nr = min(RB, r1 - c0)
@@ -375,28 +415,7 @@ def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtyp
                             acc[i] += wv * xv
                             if gated:
                                 acc2[i] += uv * xv
-            for i in range(RB):
-                if i >= nr:
-                    break
-                sh[col, lane] = acc[i]
-                sh2[col, lane] = acc2[i]
-                cuda.syncthreads()
-                s = LANES // 2
-                while s > 0:
-                    if lane < s:
-                        sh[col, lane] += sh[col, lane + s]
-                        if gated:
-                            sh2[col, lane] += sh2[col, lane + s]
-                    cuda.syncthreads()
-                    s //= 2
-                if lane == 0 and n < N:
-                    v = sh[col, 0]
-                    if gated:
-                        v = activate(v, act) * sh2[col, 0]
-                    elif has_bias:
-                        v += ld(bias[n])
-                    out[(c0 + i) * N + n] = st(v)
-                cuda.syncthreads()
+            store_rows(sh, sh2, acc, acc2, nr, c0, col, lane, n, N, bias, has_bias, out)
 
     grouped_gemv.__name__ = _name("grouped_gemv", kind, G, kind2, G2, act, acc_dtype, geometry, storage)
     return kernel(grouped_gemv)
@@ -418,6 +437,7 @@ def make_grouped_gemv_words(kind: int, G: int, act: int, geometry: tuple, storag
     minimum = kind == Q.KIND_I4
     gated = act != ACT_NONE
     q8_word, q4_word = Q.q8_word, Q.q4_word
+    store_rows = make_gemv_store(LANES, act, storage)
 
     def grouped_gemv_words(x, wa, wb, wc, va, vb, vc, bias, offsets, out, M, N, K, E, nb, nb2, single, has_bias,
                            err):
@@ -430,20 +450,9 @@ def make_grouped_gemv_words(kind: int, G: int, act: int, geometry: tuple, storag
         lane = cuda.threadIdx.x
         col = cuda.threadIdx.y
         n = cuda.blockIdx.x * COLS + col
-        e = 0
-        r0 = 0
-        r1 = M
-        if single:
-            if cuda.blockIdx.y > 0:
-                return
-        else:
-            if cuda.blockIdx.x == 0 and cuda.blockIdx.y == 0 and lane == 0 and col == 0:
-                check_offsets(offsets, E, M, err)
-            locate_tile(offsets, E, M, max(M, 1), cuda.blockIdx.y, scan, res, col * LANES + lane, NTH)
-            e = res[0]
-            if e < 0:
-                return
-            r0, r1 = expert_rows(offsets, e, M)
+        e, r0, r1 = gemv_block_rows(offsets, E, M, single, scan, res, lane, col, LANES, NTH, err)
+        if e < 0:
+            return
         row = e * N + n
         units = nb * WPB
         for c0 in range(r0, r1, RB):
@@ -490,28 +499,7 @@ def make_grouped_gemv_words(kind: int, G: int, act: int, geometry: tuple, storag
                                 if gated:
                                     acc2[i] += (u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3
                                                 + u4 * x4 + u5 * x5 + u6 * x6 + u7 * x7)
-            for i in range(RB):
-                if i >= nr:
-                    break
-                sh[col, lane] = acc[i]
-                sh2[col, lane] = acc2[i]
-                cuda.syncthreads()
-                s = LANES // 2
-                while s > 0:
-                    if lane < s:
-                        sh[col, lane] += sh[col, lane + s]
-                        if gated:
-                            sh2[col, lane] += sh2[col, lane + s]
-                    cuda.syncthreads()
-                    s //= 2
-                if lane == 0 and n < N:
-                    v = sh[col, 0]
-                    if gated:
-                        v = activate(v, act) * sh2[col, 0]
-                    elif has_bias:
-                        v += ld(bias[n])
-                    out[(c0 + i) * N + n] = st(v)
-                cuda.syncthreads()
+            store_rows(sh, sh2, acc, acc2, nr, c0, col, lane, n, N, bias, has_bias, out)
 
     grouped_gemv_words.__name__ = _name("grouped_gemv_words", kind, G, kind, G, act, "float32", geometry, storage)
     return kernel(grouped_gemv_words)
