@@ -14,7 +14,7 @@ from numba import cuda
 
 from .half import identity as ld  # noqa: F401 - rebound per storage dtype by half.variant
 from .half import identity as st  # noqa: F401
-from .launch import kernel
+from .launch import kernel, report_error
 
 BAD_INDEX = 1
 
@@ -31,8 +31,7 @@ def gather_rows(x, idx, outer, n, inner, out, err):
         o = r // m
         t = idx[j]
         if t < 0 or t >= n:
-            if cuda.atomic.compare_and_swap(err[0:1], 0, BAD_INDEX) == 0:
-                err[1] = t
+            report_error(err, BAD_INDEX, t)
             continue
         out[e] = x[(o * n + t) * inner + i]
 
@@ -46,8 +45,7 @@ def gather_along(x, idx, outer, n, m, inner, out, err):
         o = e // (m * inner)
         t = idx[e]
         if t < 0 or t >= n:
-            if cuda.atomic.compare_and_swap(err[0:1], 0, BAD_INDEX) == 0:
-                err[1] = t
+            report_error(err, BAD_INDEX, t)
             continue
         out[e] = x[(o * n + t) * inner + i]
 
@@ -63,8 +61,7 @@ def scatter_cols(out, idx, upd, outer, n, m, inner, mode, err):
             s = (o * m + j) * inner + i
             t = idx[s]
             if t < 0 or t >= n:
-                if cuda.atomic.compare_and_swap(err[0:1], 0, BAD_INDEX) == 0:
-                    err[1] = t
+                report_error(err, BAD_INDEX, t)
                 continue
             d = (o * n + t) * inner + i
             if mode == 0:
@@ -82,8 +79,7 @@ def index_add_cols(out, idx, src, outer, n, m, inner, err):
         for j in range(m):
             t = idx[j]
             if t < 0 or t >= n:
-                if cuda.atomic.compare_and_swap(err[0:1], 0, BAD_INDEX) == 0:
-                    err[1] = t
+                report_error(err, BAD_INDEX, t)
                 continue
             d = (o * n + t) * inner + i
             out[d] = out[d] + src[(o * m + j) * inner + i]
@@ -98,8 +94,7 @@ def one_hot(idx, depth, out, err):
         c = e - r * depth
         t = idx[r]
         if c == 0 and (t < 0 or t >= depth):
-            if cuda.atomic.compare_and_swap(err[0:1], 0, BAD_INDEX) == 0:
-                err[1] = t
+            report_error(err, BAD_INDEX, t)
         out[e] = st(1 if c == t else 0)
 
 

@@ -47,7 +47,7 @@ from numba import cuda, float32, float64, int32, int64
 
 from . import half
 from . import quant as Q
-from .launch import kernel, simulator
+from .launch import kernel, report_error, simulator
 from .quant import make_loader, weight_types
 from .types import arr, scalar
 
@@ -97,8 +97,7 @@ def make_dispatch(B: int, ECAP: int):
         for i in range(tid, n, B):
             v = ids[i]
             if v < 0 or v >= E:
-                if cuda.atomic.compare_and_swap(err[0:1], 0, BAD_ID) == 0:
-                    err[1] = v
+                report_error(err, BAD_ID, v)
             else:
                 cuda.atomic.add(cnt, v, 1)
         cuda.syncthreads()
@@ -149,8 +148,8 @@ def moe_permute(x, order, top_k, T, H, out, err):
         h = e - p * H
         o = order[p]
         if o < 0 or o >= T * top_k:
-            if h == 0 and cuda.atomic.compare_and_swap(err[0:1], 0, BAD_ORDER) == 0:
-                err[1] = o
+            if h == 0:
+                report_error(err, BAD_ORDER, o)
             continue
         out[e] = x[(o // top_k) * H + h]
 
@@ -167,8 +166,7 @@ def invert_order(order, m, inv, err):
     for p in range(cuda.grid(1), m, cuda.gridsize(1)):
         o = order[p]
         if o < 0 or o >= m or cuda.atomic.compare_and_swap(inv[o:o + 1], -1, p) != -1:
-            if cuda.atomic.compare_and_swap(err[0:1], 0, BAD_ORDER) == 0:
-                err[1] = o
+            report_error(err, BAD_ORDER, o)
 
 
 @lru_cache(maxsize=None)
@@ -296,8 +294,8 @@ def check_offsets(offsets, E, M, err):
                 break
         if bad < 0 and offsets[E] != M:
             bad = E
-    if bad >= 0 and cuda.atomic.compare_and_swap(err[0:1], 0, BAD_OFFSETS) == 0:
-        err[1] = bad
+    if bad >= 0:
+        report_error(err, BAD_OFFSETS, bad)
 
 
 def _ld_st(storage):

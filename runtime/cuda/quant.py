@@ -38,7 +38,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda, float32
 
-from .launch import kernel
+from .launch import kernel, report_error
 from .types import arr
 
 KIND_FLOAT, KIND_Q8, KIND_Q4, KIND_I4, KIND_I8C = 0, 1, 2, 3, 4
@@ -162,8 +162,8 @@ def make_dequant_rows(kind: int, G: int) -> "kernel":
             k = e - i * K
             n = ids[i]
             if n < 0 or n >= N:
-                if k == 0 and cuda.atomic.compare_and_swap(err[0:1], 0, BAD_INDEX) == 0:
-                    err[1] = n
+                if k == 0:
+                    report_error(err, BAD_INDEX, n)
                 continue
             out[e] = wel(wa, wb, wc, n, k, K, nb)
 
