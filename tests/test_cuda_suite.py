@@ -17,9 +17,9 @@ def test_cuda_modules_under_the_simulator(request):
     assert files, "no CUDA test modules found"
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", **{CUDA_TESTS_ENV: "sim"})
     markexpr = request.config.getoption("markexpr") or "not slow"
-    # one process per module: with several modules in one process, test_cuda_quant.py's compiled
-    # MoE layer failed 3 times in about 12 runs (wrong outputs; never alone, and not reproduced
-    # outside pytest): an open bug, see docs/architecture.md "CUDA target"
+    # one process per module, so no module sees another's state. (The intermittent wrong results
+    # once blamed on sharing a process were a race in the simulator's shared-array allocation,
+    # fixed in runtime/cuda/launch.py: see docs/architecture.md "CUDA target".)
     failures = []
     for f in files:
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", markexpr, "-W", "ignore", f]

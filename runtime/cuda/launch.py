@@ -37,6 +37,52 @@ def simulator() -> bool:
     return bool(config.ENABLE_CUDASIM)
 
 
+def _thread_safe_simulator_shared_arrays() -> None:
+    """Make the simulator's ``cuda.shared.array`` give every thread of a block the same array.
+
+    numba-cuda's simulator (0.30.4) keeps a block's shared arrays in a dict keyed by the calling
+    source line and fills it check-then-act, without a lock (``FakeCUDAShared.array``). Its
+    threads are Python threads: when one is switched out between the lookup and the store,
+    another allocates its own array, so the two write and read different "shared" memory and the
+    block computes with uninitialized values. It happened about once in 1000 first allocations
+    in sparsec's CUDA test suite (counted with this replacement), and gave the intermittent wrong
+    results of the simulated quantized GEMV and MoE kernels. This replacement does the same
+    lookup and, for a new array, the store under a lock, keeping the first thread's array."""
+    import sys
+    import threading
+
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+    shared = kernelapi.FakeCUDAShared
+    if getattr(shared, "_sparsec_thread_safe", False):
+        return
+    original = shared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:  # errors and dynamic shared memory: unchanged
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)  # the simulator's key: file and line
+        res = self._allocations.get(key)
+        if res is None:
+            new = np.empty(shape, dtype)
+            with lock:
+                res = self._allocations.setdefault(key, new)
+        return res
+
+    array.__doc__ = original.__doc__
+    shared.array = array
+    shared._sparsec_thread_safe = True
+
+
+if simulator():
+    _thread_safe_simulator_shared_arrays()
+
+
 try:
     from ml_dtypes import bfloat16 as _bf16
     _BF16 = np.dtype(_bf16)
