@@ -113,6 +113,20 @@ def test_decode_step_matches_reference(b, hkv, group, l, d, causal, mask, seed):
     check_graph(g, inputs, "sc.attention")
 
 
+@pytest.mark.parametrize("hq,hkv", [(8, 1), (8, 2), (6, 3)])
+def test_decode_step_long_context_on_threads(hq, hkv):
+    """Contexts long enough for the threads: one query head per work item when there are fewer KV
+    heads than threads (multi-query), a KV head's group (heads in pairs, an odd one alone)
+    otherwise; lengths not a multiple of the 4-key passes, some keys masked."""
+    from sparsec.runtime.cpu.attention import attention_chunks
+    rng = np.random.default_rng(hq * 10 + hkv)
+    q, k, v = qkv(rng, 1, hq, hkv, 1, 603, 64)
+    assert attention_chunks(q.shape, k.shape, v.shape) > 1 or __import__("numba").get_num_threads() == 1
+    m = rng.random((1, 1, 1, 603)) < 0.9
+    check_graph(attention_graph(q, k, v, causal=True), [q, k, v], "sc.attention")
+    check_graph(attention_graph(q, k, v, m), [q, k, v, m], "sc.attention")
+
+
 def test_decode_step_special_rows():
     """A fully masked row gives zeros, a NaN query a NaN row, an +inf score a NaN row (inf - inf),
     as the reference; the other rows are unaffected."""

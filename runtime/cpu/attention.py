@@ -207,14 +207,11 @@ def data_offset(a, b):
 
 
 @njit(fastmath=FAST, cache=True)
-def _decode_head(q, k, v, L, mask, ms, has_mask, scale, b, h, kh, scores, out):
-    """One query row (``S = 1``: a decode step) of head ``h``: its ``L`` scores (a dot product per key,
-    vectorized along ``D``), their maximum, the exponentials and their sum, then the weighted sum of
-    the value rows (vectorized along ``Dv``). Two passes over the keys instead of the tiles' online
-    rescaling: at one query row the scores fit in a small buffer and the tiles would leave 3 of
-    their 4 rows (or half, with 2 heads per KV head) empty. The single query sees every key when
-    causal (its position is the last)."""
-    D, Dv = q.shape[3], v.shape[3]
+def _decode_scores(q, k, L, mask, ms, has_mask, scale, b, h, kh, srow):
+    """Head ``h``'s ``L`` scores into ``srow`` (a dot product per key, vectorized along ``D``);
+    returns the softmax's state: 0 normal (``srow`` then holds the exponentials, and their sum is
+    returned second), 1 a NaN row (a NaN score, or +inf), 2 no visible key (all -inf)."""
+    D = q.shape[3]
     neg_inf = -np.inf
     zero = q.dtype.type(0.0)
     m = neg_inf
@@ -226,53 +223,162 @@ def _decode_head(q, k, v, L, mask, ms, has_mask, scale, b, h, kh, scores, out):
         val = acc * scale
         if has_mask:
             val += mask[b * ms[0] + h * ms[1] + j * ms[3]]
-        scores[j] = val
+        srow[j] = val
         if val != val:
             nan = True
         elif val > m:
             m = val
-    for d in range(Dv):
-        out[b, h, 0, d] = zero
     if nan or m == np.inf:  # a NaN score, or +inf (inf - inf): a NaN row, as the reference
-        for d in range(Dv):
-            out[b, h, 0, d] = np.nan
-        return
+        return 1, zero
     if m == neg_inf:  # no visible key: zeros, as the reference
-        return
+        return 2, zero
     total = zero
     for j in range(L):
-        p = softmax_exp(scores[j] - m)
-        scores[j] = p
+        p = softmax_exp(srow[j] - m)
+        srow[j] = p
         total += p
-    for j in range(L):
-        p = scores[j]
+    return 0, total
+
+
+@njit(fastmath=FAST, cache=True)
+def _decode_values(v, L, b, kh, h, srow, out):
+    """``out[b, h, 0] += srow @ v[b, kh, :L]``, four keys per pass over the output row (Numba
+    cannot keep the row in registers, as it cannot prove ``out`` and ``v`` apart: one load and
+    store of the row per key made that chain the bottleneck). Keys of weight 0 (masked) add
+    nothing, as one at a time."""
+    Dv = v.shape[3]
+    zero = srow.dtype.type(0.0)
+    j = 0
+    while j + 4 <= L:
+        p0, p1, p2, p3 = srow[j], srow[j + 1], srow[j + 2], srow[j + 3]
+        if p0 != zero and p1 != zero and p2 != zero and p3 != zero:
+            for d in range(Dv):
+                out[b, h, 0, d] += (p0 * v[b, kh, j, d] + p1 * v[b, kh, j + 1, d]) \
+                    + (p2 * v[b, kh, j + 2, d] + p3 * v[b, kh, j + 3, d])
+        else:
+            for jj in range(j, j + 4):
+                p = srow[jj]
+                if p != zero:
+                    for d in range(Dv):
+                        out[b, h, 0, d] += p * v[b, kh, jj, d]
+        j += 4
+    for jj in range(j, L):
+        p = srow[jj]
         if p != zero:
             for d in range(Dv):
-                out[b, h, 0, d] += p * v[b, kh, j, d]
-    inv = q.dtype.type(1.0) / total
-    for d in range(Dv):
-        out[b, h, 0, d] *= inv
+                out[b, h, 0, d] += p * v[b, kh, jj, d]
+
+
+@njit(fastmath=FAST, cache=True)
+def _decode_values2(v, L, b, kh, h0, h1, s0, s1, out):
+    """``_decode_values`` for two heads of one KV head in one pass over the value rows (a GQA
+    pair: each value row is read once for both)."""
+    Dv = v.shape[3]
+    zero = s0.dtype.type(0.0)
+    j = 0
+    while j + 4 <= L:
+        p0, p1, p2, p3 = s0[j], s0[j + 1], s0[j + 2], s0[j + 3]
+        r0, r1, r2, r3 = s1[j], s1[j + 1], s1[j + 2], s1[j + 3]
+        if p0 != zero and p1 != zero and p2 != zero and p3 != zero and \
+                r0 != zero and r1 != zero and r2 != zero and r3 != zero:
+            for d in range(Dv):
+                x0, x1, x2, x3 = v[b, kh, j, d], v[b, kh, j + 1, d], v[b, kh, j + 2, d], v[b, kh, j + 3, d]
+                out[b, h0, 0, d] += (p0 * x0 + p1 * x1) + (p2 * x2 + p3 * x3)
+                out[b, h1, 0, d] += (r0 * x0 + r1 * x1) + (r2 * x2 + r3 * x3)
+        else:
+            for jj in range(j, j + 4):
+                p, r = s0[jj], s1[jj]
+                if p != zero:
+                    for d in range(Dv):
+                        out[b, h0, 0, d] += p * v[b, kh, jj, d]
+                if r != zero:
+                    for d in range(Dv):
+                        out[b, h1, 0, d] += r * v[b, kh, jj, d]
+        j += 4
+    for jj in range(j, L):
+        p, r = s0[jj], s1[jj]
+        if p != zero:
+            for d in range(Dv):
+                out[b, h0, 0, d] += p * v[b, kh, jj, d]
+        if r != zero:
+            for d in range(Dv):
+                out[b, h1, 0, d] += r * v[b, kh, jj, d]
+
+
+@njit(fastmath=FAST, cache=True)
+def _decode_kv_head(q, k, v, L, mask, ms, has_mask, scale, b, kh, scratch, out):
+    """One query row (``S = 1``: a decode step) of the ``group`` heads sharing KV head ``kh``: each
+    head's scores, their maximum, exponentials and sum (``_decode_scores``), then the weighted
+    value rows, two heads per pass where both are ordinary rows (``_decode_values2``). Two passes
+    over the keys instead of the tiles' online rescaling: at one query row the scores fit in a
+    small buffer. The single query sees every key when causal (its position is the last).
+    ``scratch [group, L + 2]``: each head's scores, then their sum and the row's state."""
+    Dv = v.shape[3]
+    group = q.shape[1] // k.shape[1]
+    h0 = kh * group
+    zero = q.dtype.type(0.0)
+    n = scratch.shape[1]
+    for g in range(group):
+        h = h0 + g
+        st, tot = _decode_scores(q, k, L, mask, ms, has_mask, scale, b, h, kh, scratch[g])
+        scratch[g, n - 2] = tot
+        scratch[g, n - 1] = st
+        for d in range(Dv):
+            out[b, h, 0, d] = np.nan if st == 1 else zero
+    g = 0
+    while g < group:
+        if g + 1 < group and scratch[g, n - 1] == 0 and scratch[g + 1, n - 1] == 0:
+            _decode_values2(v, L, b, kh, h0 + g, h0 + g + 1, scratch[g], scratch[g + 1], out)
+            g += 2
+        else:
+            if scratch[g, n - 1] == 0:
+                _decode_values(v, L, b, kh, h0 + g, scratch[g], out)
+            g += 1
+    for g in range(group):
+        if scratch[g, n - 1] == 0:
+            inv = q.dtype.type(1.0) / scratch[g, n - 2]
+            for d in range(Dv):
+                out[b, h0 + g, 0, d] *= inv
+
+
+@njit(fastmath=FAST, cache=True)
+def _decode_items(q, k, v, L, mask, ms, has_mask, scale, per_head, lo, hi, out):
+    """Work items lo..hi: a KV head's group of query heads each (``_decode_kv_head``), or with
+    ``per_head`` one query head each (fewer KV heads than threads: multi-query attention)."""
+    Hq, Hkv = q.shape[1], k.shape[1]
+    group = Hq // Hkv
+    scratch = np.empty((1 if per_head else group, L + 2), q.dtype)
+    zero = q.dtype.type(0.0)
+    for it in range(lo, hi):
+        if not per_head:
+            _decode_kv_head(q, k, v, L, mask, ms, has_mask, scale, it // Hkv, it % Hkv, scratch, out)
+            continue
+        b, h = it // Hq, it % Hq
+        st, tot = _decode_scores(q, k, L, mask, ms, has_mask, scale, b, h, h // group, scratch[0])
+        for d in range(v.shape[3]):
+            out[b, h, 0, d] = np.nan if st == 1 else zero
+        if st == 0:
+            _decode_values(v, L, b, h // group, h, scratch[0], out)
+            inv = q.dtype.type(1.0) / tot
+            for d in range(v.shape[3]):
+                out[b, h, 0, d] *= inv
 
 
 @njit(parallel=prange_only(), fastmath=FAST, cache=True)
 def attention_decode(q, k, v, L, mask, mask_strides, has_mask, scale, chunks, out):
-    """``attention`` for one query position (``q [B, Hq, 1, D]``), one head per work item
-    (``_decode_head``), in ``chunks`` contiguous runs of heads on the threads (1: this thread)."""
-    B, Hq = q.shape[0], q.shape[1]
-    group = Hq // k.shape[1]
-    items = B * Hq
+    """``attention`` for one query position (``q [B, Hq, 1, D]``): work items of one KV head's
+    group of query heads (``_decode_kv_head``; of one query head when there are fewer KV heads
+    than ``chunks``), in ``chunks`` contiguous runs on the threads (1: this thread)."""
+    B, Hq, Hkv = q.shape[0], q.shape[1], k.shape[1]
+    per_head = B * Hkv < chunks and Hq > Hkv
+    items = B * Hq if per_head else B * Hkv
     chunks = max(1, min(chunks, items))
     if chunks == 1:
-        scores = np.empty(max(L, 1), q.dtype)
-        for it in range(items):
-            _decode_head(q, k, v, L, mask, mask_strides, has_mask, scale, it // Hq, it % Hq, (it % Hq) // group,
-                         scores, out)
+        _decode_items(q, k, v, L, mask, mask_strides, has_mask, scale, per_head, 0, items, out)
         return
     for c in prange(chunks):
-        scores = np.empty(max(L, 1), q.dtype)
-        for it in range((items * c) // chunks, (items * (c + 1)) // chunks):
-            _decode_head(q, k, v, L, mask, mask_strides, has_mask, scale, it // Hq, it % Hq, (it % Hq) // group,
-                         scores, out)
+        _decode_items(q, k, v, L, mask, mask_strides, has_mask, scale, per_head, (items * c) // chunks,
+                      (items * (c + 1)) // chunks, out)
 
 
 @njit(parallel=prange_only(), fastmath=FAST, cache=True)
@@ -309,6 +415,6 @@ def attention_chunks(q_shape, k_shape, v_shape) -> int:
     B, Hq, S, D = q_shape
     if B * Hq * S * k_shape[2] * (D + v_shape[3]) < SERIAL_WORK:
         return 1
-    if S == 1:  # attention_decode: one head per item, a contiguous run of heads per thread
+    if S == 1:  # attention_decode: a KV head's query heads per item, a contiguous run per thread
         return num_threads()
     return 4 * num_threads()
