@@ -50,7 +50,7 @@ from numba.core import cgutils
 from numba.core import config as _numba_config
 from numba.core.extending import intrinsic
 
-from .common import group_items, num_threads, offsets_partition, split_by_cost
+from .common import TILE_ROW_COST, group_items, num_threads, offsets_partition, split_by_cost
 from .numerics import gelu_f32, sigmoid_f32, tanh_f32
 
 #: rows (of one group) from which ``np.matmul`` (BLAS sgemm) is used instead of the tile kernel.
@@ -484,14 +484,14 @@ def grouped_gemm_nt(x, w, w2, offsets, bias, act, blas_min_rows, threads, out):
     if not offsets_partition(offsets, M):
         return -1
     blocks = (N + ITEM_COLS - 1) // ITEM_COLS
-    # work items (group, weight-row block) with their cumulative cost; groups for BLAS have none
-    item_group, item_block, cost_end, total = group_items(offsets, blocks, blas_min_rows)
-    n_items = item_group.size
     # the rows of groups with PANEL_MIN_ROWS rows or more, packed into transposed panels (the
     # panel kernel reads the weight rows contiguously: otherwise the tiles take every group)
     panel_min = PANEL_MIN_ROWS
     if K > 1 and (w.strides[2] != 4 or (act != ACT_NONE and w2.strides[2] != 4)):
         panel_min = blas_min_rows
+    # work items (group, weight-row block) with their cumulative cost; groups for BLAS have none
+    item_group, item_block, cost_end, total = group_items(offsets, blocks, blas_min_rows, panel_min)
+    n_items = item_group.size
     panel_first = np.zeros(G + 1, np.int64)
     for g in range(G):
         rows = offsets[g + 1] - offsets[g]
@@ -506,7 +506,7 @@ def grouped_gemm_nt(x, w, w2, offsets, bias, act, blas_min_rows, threads, out):
             _pack_panel(x, r, min(PANEL_ROWS, offsets[g + 1] - r), xt, p)
     # each thread takes a contiguous run of items of about total / threads cost; small products
     # stay on the calling thread (a parallel region costs more than they do)
-    if total * ITEM_COLS * K < SERIAL_WORK:
+    if total * ITEM_COLS * K < SERIAL_WORK * TILE_ROW_COST:  # total: TILE_ROW_COST per row
         threads = 1
     threads = max(1, min(threads, n_items))
     if threads == 1:

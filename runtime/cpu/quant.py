@@ -61,7 +61,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
-from .common import group_items, num_threads, offsets_partition, split_by_cost
+from .common import TILE_ROW_COST, group_items, num_threads, offsets_partition, split_by_cost
 from .linalg import ACT_NONE, gated_rows, prange_only
 from .llvm_dot import ISAS, host_isa
 
@@ -447,9 +447,9 @@ def qmatmul_rows(fn, bits, S, has_m, i8c, cmul, qs, d16, m16, scale, qs2, d162, 
     tmp = np.empty(out.shape if act != ACT_NONE else (1, 1), np.float32)
     igroups = item_groups(offs, ngE, threads)
     blocks = (ngE + igroups - 1) // igroups
-    item_group, item_block, cost_end, total = group_items(offs, blocks, 1 << 62)  # every non-empty expert
+    item_group, item_block, cost_end, total = group_items(offs, blocks, 1 << 62, 1 << 62)  # every non-empty expert
     n_items = item_group.size
-    if total * igroups * 16 * K < SERIAL_WORK:
+    if total * igroups * 16 * K < SERIAL_WORK * TILE_ROW_COST:  # total: TILE_ROW_COST per row
         threads = 1
     threads = max(1, min(threads, n_items))
     if threads == 1:
