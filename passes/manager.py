@@ -90,8 +90,10 @@ class PassManager:
         return f"PassManager({self.pipeline!r})"
 
     # -- running ---------------------------------------------------------------------------
-    def run(self, graph: Graph, inplace: bool = False) -> Graph:
-        """Run every pass in order; returns the rewritten graph (a copy unless ``inplace``)."""
+    def run(self, graph: Graph, inplace: bool = False, after_pass=None) -> Graph:
+        """Run every pass in order; returns the rewritten graph (a copy unless ``inplace``).
+        ``after_pass(pass, graph)`` is called after each pass (``sc.compile`` keeps the graph as the
+        quantize pass left it, for the per-layer quantization report)."""
         if not inplace:
             from ..testing.equivalence import clone
             graph = clone(graph)
@@ -134,6 +136,8 @@ class PassManager:
                 out.write(f"// ----- IR after {p}{'' if changed else ' (unchanged)'} -----\n{after}")
             if self.dump_dir:
                 self._dump(graph, i, p.name, after)
+            if after_pass is not None:
+                after_pass(p, graph)
         return graph
 
     # -- files -----------------------------------------------------------------------------

@@ -167,9 +167,18 @@ def parse_pipeline(text: str) -> list[Pass]:
     return _PipelineParser(text).parse()
 
 
+def pipeline_names(text: str) -> list[str]:
+    """The top-level names of a pipeline text, named pipelines not expanded
+    (``"default,quantize{skip='default'}"`` -> ``["default", "quantize"]``)."""
+    parser = _PipelineParser(text)
+    parser.parse()
+    return parser.names
+
+
 class _PipelineParser:
     def __init__(self, text: str, depth: int = 0):
         self.text, self.pos, self.depth = text, 0, depth
+        self.names: list[str] = []   # top-level names, as written
 
     def error(self, msg: str, pos: int | None = None) -> PipelineError:
         p = self.pos if pos is None else pos
@@ -232,6 +241,7 @@ class _PipelineParser:
                         raise self.error("expected ',' or '}' in the options")
                 self.pos += 1
             out.extend(self.make(name, options, start))
+            self.names.append(name)
             c = self.peek()
             if c == "":
                 return out

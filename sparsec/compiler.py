@@ -219,7 +219,9 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
     ``pipeline`` is pass pipeline text (``"default"`` = canonicalize, cse, dce,
     fuse-elementwise, plus what later passes add). ``quantize`` (``"int8"``, ``"q8_0"``,
     ``"q4_0"``, ``"int4"``) appends ``quantize{mode=...}`` to it (for other options, such as the
-    int4 group or skip globs, write the pass into ``pipeline`` instead). ``threads`` sets the
+    int4 group or skip globs, write the pass into ``pipeline`` instead). A pipeline that names
+    ``default`` gets ``fuse-projections`` last, after any quantize pass (sibling linears such as
+    q/k/v stacked into one; after quantization, so skip globs see the model's weight names). ``threads`` sets the
     kernel thread count. ``progress``: None = a progress bar only on a terminal. ``warmup``
     compiles every kernel now (else at first call).
 
@@ -233,7 +235,7 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
     it with ptxas when the toolkit is installed; ``report["ptx"]``) and needs no device: without
     one the model is returned uncompiled for the device (calling it raises).
     """
-    from .passes import PASSES, PassManager, parse_pipeline
+    from .passes import PASSES, PassManager, parse_pipeline, pipeline_names
     if target not in TARGETS:
         raise CompileError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
     if quantize not in QUANT_MODES:
@@ -249,6 +251,9 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
                                f"give only one of them")
         quant_passes = [PASSES["quantize"](mode=quantize)]
         passes.append(quant_passes[0])
+    if "default" in pipeline_names(pipeline) and not any(p.name == "fuse-projections" for p in passes):
+        # last, after quantize: skip globs and the per-layer report see the model's own weights
+        passes.append(PASSES["fuse-projections"]())
     if target == "cuda":  # the CUDA kernels read the canonical block layout: store that, not the CPU's repacking
         import dataclasses
         passes = [dataclasses.replace(p, layout="blocks") if p.name == "quantize" and p.layout == "auto" else p
@@ -271,7 +276,14 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
 
     t0 = time.perf_counter()
     pm = PassManager(passes, verify_each=verify_each, print_ir_after_all=print_ir_after_all, dump_dir=dump_dir)
-    graph = pm.run(graph, inplace=True)
+    layer_graph = []  # the graph as the quantize pass left it: per-layer errors name the model's weights
+
+    def after_pass(p, g):
+        if p.name == "quantize" and reference is not None and p is quant_passes[-1] and \
+                any(q.name == "fuse-projections" for q in passes[passes.index(p):]):
+            from .testing.equivalence import clone
+            layer_graph[:] = [clone(g)]
+    graph = pm.run(graph, inplace=True, after_pass=after_pass)
     graph.verify()
     times["passes"] = time.perf_counter() - t0
 
@@ -312,11 +324,13 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
     cm = CompiledModel(graph, executables, target, pm.pipeline, mode, report)
     if quant_passes:
         report["quantization"] = _quantization_report(pm, reference, cm, accuracy_samples, times,
-                                                      getattr(model, "sample_inputs", None))
+                                                      getattr(model, "sample_inputs", None),
+                                                      layer_graph[0] if layer_graph else None)
     return cm
 
 
-def _quantization_report(pm, reference, cm, samples: int, times: dict, model_samples=None) -> dict:
+def _quantization_report(pm, reference, cm, samples: int, times: dict, model_samples=None,
+                         layer_graph=None) -> dict:
     """The quantize pass's per-layer table, and the accuracy against fp32 (see ``compile``). A
     model with ``sample_inputs(samples)`` (LLaVA: prompts with the right number of image tokens)
     supplies the inputs; otherwise they are random from the signature."""
@@ -330,7 +344,7 @@ def _quantization_report(pm, reference, cm, samples: int, times: dict, model_sam
     t0 = time.perf_counter()
     try:
         inputs = model_samples(samples) if model_samples is not None else sample_inputs(reference, samples)
-        out["accuracy"] = accuracy_report(reference, cm, inputs, fp32_weights=sources)
+        out["accuracy"] = accuracy_report(reference, cm, inputs, fp32_weights=sources, layer_graph=layer_graph)
     except SparsecError as e:  # inputs that cannot be made up (e.g. integer inputs other than token ids)
         out["accuracy_note"] = f"accuracy not measured: {e}"
     times["accuracy"] = time.perf_counter() - t0

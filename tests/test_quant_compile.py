@@ -42,7 +42,10 @@ def test_compile_mlp_every_mode(mode):
     m = sc.nn.MLP(64, 96, seed=1)
     spec = sc.TensorSpec(("tokens", 64), F32)
     cm = sc.compile(m, spec, quantize=mode, progress=False)
-    assert cm.quantize == mode and cm.pipeline.endswith(f"quantize{{mode={mode}}}" if mode != "q8_0" else "quantize")
+    # the default pipeline, quantize, then fuse-projections (gate and up stacked after quantization)
+    quant = f"quantize{{mode={mode}}}" if mode != "q8_0" else "quantize"
+    assert cm.quantize == mode and cm.pipeline.endswith(f"{quant},fuse-projections"), cm.pipeline
+    assert "gate_proj+up_proj.weight" in cm.graph.weights
     assert all(isinstance(t, QuantType) for n, t in cm.graph.params().items())
     x = np.random.default_rng(0).standard_normal((5, 64)).astype(np.float32)
     (y,) = check_against_reference(cm, x)

@@ -123,7 +123,7 @@ def _vocab_sizes(graph) -> set[int]:
 
 
 def accuracy_report(fp32_model, quant_model, inputs, names=None, layer_samples: int = 1,
-                    fp32_weights=None) -> AccuracyReport:
+                    fp32_weights=None, layer_graph=None) -> AccuracyReport:
     """Compare ``quant_model`` with ``fp32_model`` on ``inputs`` (a list of input tuples).
 
     Either model is an ``sc.Graph`` (run by the reference interpreter), a ``CompiledModel`` or a
@@ -131,7 +131,8 @@ def accuracy_report(fp32_model, quant_model, inputs, names=None, layer_samples: 
     need the quantized model's graph (a Graph, or ``CompiledModel.graph``) and the fp32 weights:
     ``fp32_weights`` (name in the quantized graph -> float array, e.g. the quantize pass's
     ``stats.sources``), else the fp32 model's graph's weights of the same names; ``layer_samples``
-    batches are used for them (0: skip).
+    batches are used for them (0: skip). ``layer_graph``: the quantized graph to take them from
+    instead (``sc.compile`` passes the graph before ``fuse-projections`` stacked its weights).
     """
     inputs = [tuple(b) for b in inputs]
     if not inputs:
@@ -172,8 +173,9 @@ def accuracy_report(fp32_model, quant_model, inputs, names=None, layer_samples: 
     layers = {}
     if fp32_weights is None and fg is not None:
         fp32_weights = fg.weights
-    if layer_samples and qg is not None and fp32_weights:
-        layers = layer_errors(qg, fp32_weights, inputs[:layer_samples])
+    lg = layer_graph if layer_graph is not None else qg
+    if layer_samples and lg is not None and fp32_weights:
+        layers = layer_errors(lg, fp32_weights, inputs[:layer_samples])
     return AccuracyReport(outputs, len(inputs), layers)
 
 
