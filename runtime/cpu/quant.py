@@ -395,7 +395,7 @@ _NO_BIAS = np.zeros(0, np.float32)
 
 
 @njit(cache=True)
-def item_groups(offsets, ngE, threads):
+def item_groups(offsets, ngE, threads, per_thread):
     """Row groups per work item. At up to ``STREAM_ROWS`` rows per expert the product streams the
     weights once, and an item reads its groups' gate rows, then their up rows (two streams): the
     longer an item, the fewer switches between streams, so items grow to about
@@ -412,12 +412,12 @@ def item_groups(offsets, ngE, threads):
             most = max(most, rows)
     if most > STREAM_ROWS:
         return ITEM_GROUPS
-    return min(max(ITEM_GROUPS, (active * ngE) // (max(threads, 1) * ITEMS_PER_THREAD)), max(ngE, 1))
+    return min(max(ITEM_GROUPS, (active * ngE) // (max(threads, 1) * max(per_thread, 1))), max(ngE, 1))
 
 
 @njit(parallel=prange_only(), cache=True)
 def qmatmul_rows(fn, bits, S, has_m, i8c, cmul, qs, d16, m16, scale, qs2, d162, m162, scale2, ngE, nlastE, nsub,
-                 x, offsets, bias, act, threads, out):
+                 x, offsets, bias, act, threads, out, per_thread):
     """``out[r] = x[r] @ w[e].T`` (+ bias, or ``act(x w_gate^T) * (x w_up^T)`` when ``act``) for
     the rows of each expert ``e`` (``offsets``; empty: one group of all rows, ``sc.linear``).
 
@@ -445,7 +445,7 @@ def qmatmul_rows(fn, bits, S, has_m, i8c, cmul, qs, d16, m16, scale, qs2, d162, 
         for r in prange(M):
             _quant_row(x, r, nsub, S, cmul, has_m, xq, xd, xc, xm, xs)
     tmp = np.empty(out.shape if act != ACT_NONE else (1, 1), np.float32)
-    igroups = item_groups(offs, ngE, threads)
+    igroups = item_groups(offs, ngE, threads, per_thread)
     blocks = (ngE + igroups - 1) // igroups
     item_group, item_block, cost_end, total = group_items(offs, blocks, 1 << 62, 1 << 62)  # every non-empty expert
     n_items = item_group.size
@@ -478,7 +478,7 @@ def qmatmul(fn: int, x: np.ndarray, w: Prepared, w2: Prepared | None, offsets, b
     v = w2 if act != ACT_NONE else w
     return qmatmul_rows(fn, bits, S, has_m, i8c, cmul, w.qs, w.d, w.m, w.scale, v.qs, v.d, v.m, v.scale, w.ng,
                         w.nlast, w.nsub, x, _NO_OFFSETS if offsets is None else offsets,
-                        _NO_BIAS if bias is None else bias, act, num_threads(), out) == 0
+                        _NO_BIAS if bias is None else bias, act, num_threads(), out, ITEMS_PER_THREAD) == 0
 
 
 def linear(fn: int, x: np.ndarray, w: Prepared, bias, out: np.ndarray) -> None:
