@@ -241,68 +241,53 @@ def _decode_scores(q, k, L, mask, ms, has_mask, scale, b, h, kh, srow):
 
 
 @njit(fastmath=FAST, cache=True)
+def _add_value_row(v, b, kh, j, h, p, out):
+    """``out[b, h, 0] += p * v[b, kh, j]``; nothing for a weight of 0 (a masked key)."""
+    if p != 0:
+        for d in range(v.shape[3]):
+            out[b, h, 0, d] += p * v[b, kh, j, d]
+
+
+@njit(fastmath=FAST, cache=True)
 def _decode_values(v, L, b, kh, h, srow, out):
-    """``out[b, h, 0] += srow @ v[b, kh, :L]``, four keys per pass over the output row (Numba
-    cannot keep the row in registers, as it cannot prove ``out`` and ``v`` apart: one load and
-    store of the row per key made that chain the bottleneck). Keys of weight 0 (masked) add
-    nothing, as one at a time."""
-    Dv = v.shape[3]
+    """``out[b, h, 0] += srow @ v[b, kh, :L]``, four keys per pass over the output row where their
+    four weights are non-zero (Numba cannot keep the row in registers, as it cannot prove
+    ``out`` and ``v`` apart: one load and store of the row per key made that chain the
+    bottleneck), else one key (a masked key adds nothing)."""
     zero = srow.dtype.type(0.0)
     j = 0
-    while j + 4 <= L:
-        p0, p1, p2, p3 = srow[j], srow[j + 1], srow[j + 2], srow[j + 3]
-        if p0 != zero and p1 != zero and p2 != zero and p3 != zero:
-            for d in range(Dv):
+    while j < L:
+        if j + 4 <= L and srow[j] != zero and srow[j + 1] != zero and srow[j + 2] != zero and srow[j + 3] != zero:
+            p0, p1, p2, p3 = srow[j], srow[j + 1], srow[j + 2], srow[j + 3]
+            for d in range(v.shape[3]):
                 out[b, h, 0, d] += (p0 * v[b, kh, j, d] + p1 * v[b, kh, j + 1, d]) \
                     + (p2 * v[b, kh, j + 2, d] + p3 * v[b, kh, j + 3, d])
+            j += 4
         else:
-            for jj in range(j, j + 4):
-                p = srow[jj]
-                if p != zero:
-                    for d in range(Dv):
-                        out[b, h, 0, d] += p * v[b, kh, jj, d]
-        j += 4
-    for jj in range(j, L):
-        p = srow[jj]
-        if p != zero:
-            for d in range(Dv):
-                out[b, h, 0, d] += p * v[b, kh, jj, d]
+            _add_value_row(v, b, kh, j, h, srow[j], out)
+            j += 1
 
 
 @njit(fastmath=FAST, cache=True)
 def _decode_values2(v, L, b, kh, h0, h1, s0, s1, out):
     """``_decode_values`` for two heads of one KV head in one pass over the value rows (a GQA
     pair: each value row is read once for both)."""
-    Dv = v.shape[3]
     zero = s0.dtype.type(0.0)
     j = 0
-    while j + 4 <= L:
-        p0, p1, p2, p3 = s0[j], s0[j + 1], s0[j + 2], s0[j + 3]
-        r0, r1, r2, r3 = s1[j], s1[j + 1], s1[j + 2], s1[j + 3]
-        if p0 != zero and p1 != zero and p2 != zero and p3 != zero and \
-                r0 != zero and r1 != zero and r2 != zero and r3 != zero:
-            for d in range(Dv):
+    while j < L:
+        if j + 4 <= L and s0[j] != zero and s0[j + 1] != zero and s0[j + 2] != zero and s0[j + 3] != zero \
+                and s1[j] != zero and s1[j + 1] != zero and s1[j + 2] != zero and s1[j + 3] != zero:
+            p0, p1, p2, p3 = s0[j], s0[j + 1], s0[j + 2], s0[j + 3]
+            r0, r1, r2, r3 = s1[j], s1[j + 1], s1[j + 2], s1[j + 3]
+            for d in range(v.shape[3]):
                 x0, x1, x2, x3 = v[b, kh, j, d], v[b, kh, j + 1, d], v[b, kh, j + 2, d], v[b, kh, j + 3, d]
                 out[b, h0, 0, d] += (p0 * x0 + p1 * x1) + (p2 * x2 + p3 * x3)
                 out[b, h1, 0, d] += (r0 * x0 + r1 * x1) + (r2 * x2 + r3 * x3)
+            j += 4
         else:
-            for jj in range(j, j + 4):
-                p, r = s0[jj], s1[jj]
-                if p != zero:
-                    for d in range(Dv):
-                        out[b, h0, 0, d] += p * v[b, kh, jj, d]
-                if r != zero:
-                    for d in range(Dv):
-                        out[b, h1, 0, d] += r * v[b, kh, jj, d]
-        j += 4
-    for jj in range(j, L):
-        p, r = s0[jj], s1[jj]
-        if p != zero:
-            for d in range(Dv):
-                out[b, h0, 0, d] += p * v[b, kh, jj, d]
-        if r != zero:
-            for d in range(Dv):
-                out[b, h1, 0, d] += r * v[b, kh, jj, d]
+            _add_value_row(v, b, kh, j, h0, s0[j], out)
+            _add_value_row(v, b, kh, j, h1, s1[j], out)
+            j += 1
 
 
 @njit(fastmath=FAST, cache=True)
