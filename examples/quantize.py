@@ -7,7 +7,9 @@ against fp32, generation, and the quantized ``.spc`` artifact.
 pipeline: the matmul weights (attention projections, the stacked expert weights) become q8_0
 blocks repacked for the CPU kernels, while the MoE router and ``lm_head`` stay fp32. The
 compile report holds the per-layer table and an accuracy report against the fp32 model on a
-few random token batches (the same report ``sparsec compile --quantize`` prints).
+few random token batches (the same report ``sparsec compile --quantize`` prints). After
+quantizing, ``fuse-projections`` stacks each layer's q/k/v weights (same format) into one, so a
+decode step runs one quantized matmul for the three; the report still names the model's weights.
 """
 import os
 import sys
@@ -29,6 +31,8 @@ for mode in ("q8_0", "q4_0"):
     cm = sc.compile(lm, spec, quantize=mode, progress=False)
     print(f"\n== {mode} ==")
     print(format_quantization(cm.report["quantization"]))
+    print("pipeline:", cm.pipeline)
+    print("stacked weights:", [n for n in cm.graph.weights if "+" in n])
     print(f"{mode} generates:", cm.generate(prompt, 8)[0].tolist())
     path = os.path.join(out_dir, f"lm.{mode}.spc")
     cm.save(path)
