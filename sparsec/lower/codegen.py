@@ -264,11 +264,9 @@ def _emit_op(em: _Emitter, node: Node, args: list[str], arg_dts: list[str]) -> s
         return em.let(f"-{a}" if is_f else _round(dt, f"-{a}"))
     if name == "abs":
         return em.let(f"abs({a})" if is_f else _round(dt, f"abs({a})"))
-    if name == "relu":
-        z = _lit(dt, 0)
-        if is_f:
-            return em.let(f"{a} if ({a} >= {z} or {a} != {a}) else {z}")
-        return em.let(f"{a} if {a} > {z} else {z}")
+    selected = emit_select(em, name, dt, args)
+    if selected is not None:
+        return selected
     if name == "square":
         return em.let(_round(dt, f"{a} * {a}"))
 
@@ -282,27 +280,40 @@ def _emit_op(em: _Emitter, node: Node, args: list[str], arg_dts: list[str]) -> s
         return _emit_int_div(em, a, b, dt)
     if name == "pow":
         return em.let(_round(dt, f"{a} ** {b}"))
-    if name == "maximum":
-        if is_f:
-            return em.let(f"{a} if ({a} >= {b} or {a} != {a}) else {b}")
-        return em.let(f"{a} if {a} >= {b} else {b}")
-    if name == "minimum":
-        if is_f:
-            return em.let(f"{a} if ({a} <= {b} or {a} != {a}) else {b}")
-        return em.let(f"{a} if {a} <= {b} else {b}")
-    cmp = {"equal": "==", "not_equal": "!=", "less": "<", "less_equal": "<=", "greater": ">",
-           "greater_equal": ">="}
-    if name in cmp:
-        return em.let(f"{a} {cmp[name]} {b}")
     if name == "logical_and":
         return em.let(f"{a} & {b}")
     if name == "logical_or":
         return em.let(f"{a} | {b}")
+    raise NotImplementedError(f"codegen: no scalar rule for {op}")
+
+
+_COMPARE = {"equal": "==", "not_equal": "!=", "less": "<", "less_equal": "<=", "greater": ">", "greater_equal": ">="}
+
+
+def emit_select(em, name: str, dt: str, args: list[str]) -> str | None:
+    """The rules that only compare and pick an operand, the same on every target (this emitter
+    and the CUDA one): relu, maximum/minimum (a NaN operand propagates, as NumPy), comparisons,
+    logical_not, where. None for any other op."""
+    a = args[0] if args else None
+    b = args[1] if len(args) > 1 else None
+    is_f = dt in _FLOATS
+    if name == "relu":
+        z = _lit(dt, 0)
+        if is_f:
+            return em.let(f"{a} if ({a} >= {z} or {a} != {a}) else {z}")
+        return em.let(f"{a} if {a} > {z} else {z}")
+    if name in ("maximum", "minimum"):
+        c = ">=" if name == "maximum" else "<="
+        if is_f:
+            return em.let(f"{a} if ({a} {c} {b} or {a} != {a}) else {b}")
+        return em.let(f"{a} if {a} {c} {b} else {b}")
+    if name in _COMPARE:
+        return em.let(f"{a} {_COMPARE[name]} {b}")
     if name == "logical_not":
         return em.let(f"not {a}")
     if name == "where":
         return em.let(f"{args[1]} if {a} else {args[2]}")
-    raise NotImplementedError(f"codegen: no scalar rule for {op}")
+    return None
 
 
 def _emit_int_div(em: _Emitter, a: str, b: str, dt: str) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from ..codegen import Program
+from ..codegen import Program, emit_select
 
 _FLOATS = ("f32", "f64", "f16", "bf16")
 _HALF = ("f16", "bf16")
@@ -107,11 +107,9 @@ def _emit_op_compute(em: _Emitter, op: str, dt: str, args: list[str], arg_dts: l
         return em.let(f"{ct}(-{a})")
     if name == "abs":
         return em.let(f"{ct}(abs({a}))")
-    if name == "relu":
-        z = _lit(dt, 0)
-        if is_f:
-            return em.let(f"{a} if ({a} >= {z} or {a} != {a}) else {z}")
-        return em.let(f"{a} if {a} > {z} else {z}")
+    selected = emit_select(em, name, dt, args)
+    if selected is not None:
+        return selected
     if name == "square":
         return em.let(f"{ct}({a} * {a})")
     b = args[1] if len(args) > 1 else None
@@ -126,26 +124,10 @@ def _emit_op_compute(em: _Emitter, op: str, dt: str, args: list[str], arg_dts: l
         if is_f:
             return em.let(f"{ct}(math.pow({a}, {b}))")
         return em.let(f"{ct}(np.int64({a}) ** np.int64({b}))")
-    if name == "maximum":
-        if is_f:
-            return em.let(f"{a} if ({a} >= {b} or {a} != {a}) else {b}")
-        return em.let(f"{a} if {a} >= {b} else {b}")
-    if name == "minimum":
-        if is_f:
-            return em.let(f"{a} if ({a} <= {b} or {a} != {a}) else {b}")
-        return em.let(f"{a} if {a} <= {b} else {b}")
-    cmp = {"equal": "==", "not_equal": "!=", "less": "<", "less_equal": "<=", "greater": ">",
-           "greater_equal": ">="}
-    if name in cmp:
-        return em.let(f"{a} {cmp[name]} {b}")
     if name == "logical_and":
         return em.let(f"{a} and {b}")
     if name == "logical_or":
         return em.let(f"{a} or {b}")
-    if name == "logical_not":
-        return em.let(f"not {a}")
-    if name == "where":
-        return em.let(f"{args[1]} if {a} else {args[2]}")
     raise NotImplementedError(f"cuda codegen: no scalar rule for {op}")
 
 
