@@ -33,6 +33,7 @@ from sparsec.lower.cuda.testing import assert_matches_reference, run_cuda  # noq
 from sparsec.runtime.cuda import launch  # noqa: E402
 from sparsec.runtime.cuda import moe as M  # noqa: E402
 from sparsec.runtime.executable import KernelError  # noqa: E402
+from test_cpu_quant import random_offsets  # noqa: E402
 
 ACTIVATIONS = ["silu", "gelu", "gelu_tanh", "relu"]
 
@@ -44,15 +45,6 @@ def trace(fn, *specs):
 def uses_kernel(graph, name_part):
     from sparsec.lower.lowering import lower_function
     return any(name_part in s.kernel for s in lower_function(graph, None, "cuda").steps)
-
-
-def random_offsets(rng, e, m, empty):
-    cuts = np.sort(rng.integers(0, m + 1, e - 1))
-    offsets = np.concatenate([[0], cuts, [m]]).astype(np.int64)
-    if empty and e > 2:   # expert 1 without rows
-        offsets[2] = offsets[1]
-        offsets[2:] = np.maximum.accumulate(offsets[2:])
-    return offsets
 
 
 def sum_order_bound(x, w, dtype):

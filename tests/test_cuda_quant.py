@@ -19,11 +19,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from test_cuda_moe import launched_paths, random_offsets, run_ptx_script, sum_order_bound  # noqa: E402
+from test_cpu_quant import quantized_graph as cpu_quantized_graph  # noqa: E402
+from test_cpu_quant import random_offsets  # noqa: E402
+from test_cuda_moe import launched_paths, run_ptx_script, sum_order_bound  # noqa: E402
 
 import sparsec as sc  # noqa: E402
 from sparsec.frontend.tracer import Parameter  # noqa: E402
-from sparsec.ir.types import QuantType  # noqa: E402
 from sparsec.lower.cuda import LoweringError, lower_op  # noqa: E402
 from sparsec.lower.cuda.testing import run_cuda  # noqa: E402
 from sparsec.quant import FORMATS, layouts, quantize  # noqa: E402
@@ -40,16 +41,9 @@ def formats_param():
 
 
 def quantized_graph(fn, specs, weights, layout, wdtype="float32"):
-    """Trace ``fn`` over Parameters of the weights' shapes (``wdtype``), then make those params
-    the quantized weights (in ``layout``)."""
-    params = [Parameter(np.zeros(qt.shape, wdtype)) for qt in weights]
-    g = sc.trace(lambda *a: fn(*a, *params), *[sc.TensorSpec(s, d) for s, d in specs])
-    ops = [o for o in g.main.ops if o.name == "sc.param" and tuple(o.result.type.shape) in [q.shape for q in weights]]
-    assert len(ops) == len(weights)
-    for op, qt in zip(ops, weights):
-        op.result.type = QuantType(qt.fmt, qt.shape)
-        g.weights[op.attrs["name"]] = layouts.repack(qt, layout)
-    return g
+    """``test_cpu_quant.quantized_graph`` with float32 weights unless told (the embedding test
+    traces over int64 ids)."""
+    return cpu_quantized_graph(fn, specs, weights, layout, wdtype)
 
 
 def check_bound(got, want, x, w):
