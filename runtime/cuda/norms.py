@@ -137,38 +137,39 @@ def make_layer_norm(dtype: str, storage: str | None = None) -> CudaFunction:
     return CudaFunction(layer_norm_rows)
 
 
+@cuda.jit(device=True)
+def rope_element(e, m, seq, d, r, batched, interleaved):
+    """Where element ``e`` of a flat ``[nb, m, seq, d]`` rotation reads: ``(position index,
+    frequency index i, partner element, subtract)``, so that ``out[e] = x[e] * cos - x[partner] *
+    sin`` (``subtract``) or ``+``; ``i = -1`` past the rotary dims (copied)."""
+    h = r // 2
+    j = e % d
+    row = e // d
+    s = row % seq
+    b = row // (seq * m)
+    p = b * seq + s if batched else s
+    if j >= r:
+        return p, -1, e, False
+    if interleaved:
+        if j % 2 == 0:
+            return p, j // 2, e + 1, True
+        return p, j // 2, e - 1, False
+    if j < h:
+        return p, j, e + h, True
+    return p, j - h, e - h, False
+
+
 @kernel
 def rope_elems(x, pos, inv, nb, m, seq, d, r, batched, interleaved, out):
     """x, out: flat ``[nb, m, seq, d]``; pos: ``[seq]`` or ``[nb, seq]``; inv: ``[r/2]`` f32."""
-    total = nb * m * seq * d
-    h = r // 2
-    for e in range(cuda.grid(1), total, cuda.gridsize(1)):
-        j = e % d
-        row = e // d
-        s = row % seq
-        b = row // (seq * m)
-        if j >= r:
+    for e in range(cuda.grid(1), nb * m * seq * d, cuda.gridsize(1)):
+        p, i, o, sub = rope_element(e, m, seq, d, r, batched, interleaved)
+        if i < 0:
             out[e] = x[e]
             continue
-        p = pos[b * seq + s] if batched else pos[s]
-        if interleaved:
-            i = j // 2
-        elif j < h:
-            i = j
-        else:
-            i = j - h
-        ang = inv[i] * p
-        c = math.cos(ang)
-        sn = math.sin(ang)
-        if interleaved:
-            if j % 2 == 0:
-                out[e] = x[e] * c - x[e + 1] * sn
-            else:
-                out[e] = x[e] * c + x[e - 1] * sn
-        elif j < h:
-            out[e] = x[e] * c - x[e + h] * sn
-        else:
-            out[e] = x[e] * c + x[e - h] * sn
+        ang = inv[i] * pos[p]
+        v = x[o] * math.sin(ang)
+        out[e] = x[e] * math.cos(ang) - v if sub else x[e] * math.cos(ang) + v
 
 
 @lru_cache(maxsize=None)
@@ -178,37 +179,14 @@ def make_rope(storage: str) -> CudaFunction:
     ld, st = half.load(storage), half.store(storage)
 
     def rope_elems_h(x, pos, inv, nb, m, seq, d, r, batched, interleaved, out):
-        total = nb * m * seq * d
-        h = r // 2
-        for e in range(cuda.grid(1), total, cuda.gridsize(1)):
-            j = e % d
-            row = e // d
-            s = row % seq
-            b = row // (seq * m)
-            if j >= r:
+        for e in range(cuda.grid(1), nb * m * seq * d, cuda.gridsize(1)):
+            p, i, o, sub = rope_element(e, m, seq, d, r, batched, interleaved)
+            if i < 0:
                 out[e] = x[e]
                 continue
-            p = pos[b * seq + s] if batched else pos[s]
-            if interleaved:
-                i = j // 2
-            elif j < h:
-                i = j
-            else:
-                i = j - h
-            ang = np.float32(np.float32(p) * inv[i])
-            c = math.cos(ang)
-            sn = math.sin(ang)
-            xe = ld(x[e])
-            if interleaved:
-                if j % 2 == 0:
-                    y = xe * c - ld(x[e + 1]) * sn
-                else:
-                    y = xe * c + ld(x[e - 1]) * sn
-            elif j < h:
-                y = xe * c - ld(x[e + h]) * sn
-            else:
-                y = xe * c + ld(x[e - h]) * sn
-            out[e] = st(y)
+            ang = np.float32(np.float32(pos[p]) * inv[i])
+            v = ld(x[o]) * math.sin(ang)
+            out[e] = st(ld(x[e]) * math.cos(ang) - v if sub else ld(x[e]) * math.cos(ang) + v)
 
     rope_elems_h.__name__ = f"rope_elems_{storage}"
     return CudaFunction(rope_elems_h)
