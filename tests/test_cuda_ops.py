@@ -332,6 +332,20 @@ def test_attention_rows_that_see_no_key_give_zeros(dtype):
         np.testing.assert_allclose(got[0, 0, 0], want[0, 0, 0], rtol=2e-3, atol=2e-3)
 
 
+
+@pytest.mark.parametrize("op", ["sum", "mean", "max", "min", "softmax", "log_softmax"])
+def test_block_reductions_of_long_rows(op):
+    """Few long rows take the one-block-per-row kernels (a shared-memory tree): a NaN in one row
+    propagates as in the reference, the other rows match it."""
+    from sparsec.lower.cuda.reduce import _use_block
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 300)).astype(np.float32)
+    x[1, 77] = np.nan
+    assert _use_block(3, 300)  # the block kernels, not one thread per output
+    g = sc.trace(lambda t: getattr(sc.ops, op)(t, axis=1), spec(x))
+    assert_matches_reference(g, x)
+
+
 # -- the simulator itself ---------------------------------------------------------------------
 
 @pytest.mark.skipif(MODE != "sim", reason="a fix of numba-cuda's simulator")

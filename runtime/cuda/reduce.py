@@ -58,6 +58,23 @@ def reduce_serial(x, outer, n, inner, out, kind, init, count):
             out[t] = st(acc)
 
 
+@cuda.jit(device=True)
+def _tree(sh, tid, nt, kind):
+    """``sh[0]`` = the block's ``nt`` partials in ``sh`` combined by ``kind``: added (SUM, MEAN), or
+    the maximum / minimum with NaN propagating (MAX, MIN). All ``nt`` threads call it."""
+    s = nt // 2
+    while s > 0:
+        if tid < s:
+            a = sh[tid]
+            b = sh[tid + s]
+            if kind <= MEAN:
+                sh[tid] = a + b
+            elif a == a and (b != b or (kind == MAX and b > a) or (kind == MIN and b < a)):
+                sh[tid] = b
+        cuda.syncthreads()
+        s //= 2
+
+
 @kernel
 def reduce_block_f(x, outer, n, inner, out, kind, count):
     """Float reductions: one block per output; partials in float64."""
@@ -82,17 +99,7 @@ def reduce_block_f(x, outer, n, inner, out, kind, count):
                 acc = v
         sh[tid] = acc
         cuda.syncthreads()
-        s = nt // 2
-        while s > 0:
-            if tid < s:
-                a = sh[tid]
-                b = sh[tid + s]
-                if kind <= MEAN:
-                    sh[tid] = a + b
-                elif a == a and (b != b or (kind == MAX and b > a) or (kind == MIN and b < a)):
-                    sh[tid] = b
-            cuda.syncthreads()
-            s //= 2
+        _tree(sh, tid, nt, kind)
         if tid == 0:
             if kind == MEAN:
                 out[t] = st(sh[0] / count)
@@ -167,15 +174,7 @@ def softmax_block(x, outer, n, inner, out, log):
                     m = v
         sh[tid] = m
         cuda.syncthreads()
-        s = nt // 2
-        while s > 0:
-            if tid < s:
-                a = sh[tid]
-                b = sh[tid + s]
-                if a == a and (b != b or b > a):
-                    sh[tid] = b
-            cuda.syncthreads()
-            s //= 2
+        _tree(sh, tid, nt, MAX)
         mx = ld(x[base]) * 0 + sh[0]  # in x's compute type
         cuda.syncthreads()
         acc = 0.0
@@ -183,12 +182,7 @@ def softmax_block(x, outer, n, inner, out, log):
             acc += float64(math.exp(ld(x[base + j * inner]) - mx))
         sh[tid] = acc
         cuda.syncthreads()
-        s = nt // 2
-        while s > 0:
-            if tid < s:
-                sh[tid] = sh[tid] + sh[tid + s]
-            cuda.syncthreads()
-            s //= 2
+        _tree(sh, tid, nt, SUM)
         tot = ld(x[base]) * 0 + sh[0]
         lt = ld(x[base]) * 0 + math.log(sh[0])
         for j in range(tid, n, nt):
