@@ -72,22 +72,30 @@ def _copy_all(src, dst):
     copy(src, dst, (src.size,), (1,), 0, (1,), 0)
 
 
-@cuda_lowering("sc.take")
-def lower_take(op) -> CudaKernel:
-    x_t, i_t = op.operands[0].type, op.operands[1].type
-    axis = op.attrs["axis"] % x_t.rank
+def _gather(x_t, i_t, axis: int, what: str, ids_first: bool = False) -> CudaKernel:
+    """``gather_rows`` of ``x`` along ``axis`` at ``indices`` (checked against that dim, ``what``
+    names it in the error); the kernel takes ``(ids, table)`` when ``ids_first`` (sc.embedding)."""
     u = UINT_OF_SIZE[x_t.dtype.np.itemsize]
     i64 = _i64()
 
-    def run(x, indices, out, err):
+    def gather(x, indices, out, err):
         outer, n, inner = _rows3(x.shape, axis)
         if out.size == 0:
             return
         launch.launch_1d(X.gather_rows, out.size, as_uint(x), indices.reshape(indices.size), np.int64(outer),
                          np.int64(n), np.int64(inner), as_uint(out), err)
+
+    def run(a, b, out, err):
+        return gather(b, a, out, err) if ids_first else gather(a, b, out, err)
     spec = X.gather_rows.spec((arr(u), arr(i_t.dtype.np), i64, i64, i64, arr(u), arr(np.int64)))
-    return CudaKernel(run, "gather_rows", kernels=(spec,), checked=True,
-                      error=_err_message(f"axis {axis} of {x_t.pretty()}"))
+    return CudaKernel(run, "gather_rows", kernels=(spec,), checked=True, error=_err_message(what))
+
+
+@cuda_lowering("sc.take")
+def lower_take(op) -> CudaKernel:
+    x_t, i_t = op.operands[0].type, op.operands[1].type
+    axis = op.attrs["axis"] % x_t.rank
+    return _gather(x_t, i_t, axis, f"axis {axis} of {x_t.pretty()}")
 
 
 #: quantized format -> rule for sc.embedding on a quantized table (filled by ``quant.py``)
@@ -102,18 +110,7 @@ def lower_embedding(op) -> CudaKernel:
         raise LoweringError(f"{op.describe()}: a quantized embedding table ({op.operands[1].type}) is not lowered "
                             f"for CUDA yet")
     i_t, t_t = op.operands[0].type, op.operands[1].type
-    u = UINT_OF_SIZE[t_t.dtype.np.itemsize]
-    i64 = _i64()
-
-    def run(ids, table, out, err):
-        vocab, dim = table.shape
-        if out.size == 0:
-            return
-        launch.launch_1d(X.gather_rows, out.size, as_uint(table), ids.reshape(ids.size), np.int64(1),
-                         np.int64(vocab), np.int64(dim), as_uint(out), err)
-    spec = X.gather_rows.spec((arr(u), arr(i_t.dtype.np), i64, i64, i64, arr(u), arr(np.int64)))
-    return CudaKernel(run, "gather_rows", kernels=(spec,), checked=True,
-                      error=_err_message(f"an embedding table {t_t.pretty()}"))
+    return _gather(t_t, i_t, 0, f"an embedding table {t_t.pretty()}", ids_first=True)  # rows of the table
 
 
 @cuda_lowering("sc.take_along_axis")
