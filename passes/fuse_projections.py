@@ -129,9 +129,7 @@ class FuseProjections(Pass):
                             or not isinstance(graph.weights.get(b_op.attrs["name"]), np.ndarray):
                         continue
                     bias = b_op.result.type.dtype.name
-                key = (kind, w_op.result.type.shape[1], bias)
-                if lin not in by_key.setdefault(key, []):
-                    by_key[key].append(lin)
+                by_key.setdefault((kind, w_op.result.type.shape[1], bias), []).append(lin)
             for members in by_key.values():
                 for m in members:
                     seen.add(id(m))

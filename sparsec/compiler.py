@@ -277,10 +277,10 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
     t0 = time.perf_counter()
     pm = PassManager(passes, verify_each=verify_each, print_ir_after_all=print_ir_after_all, dump_dir=dump_dir)
     layer_graph = []  # the graph as the quantize pass left it: per-layer errors name the model's weights
+    keep = reference is not None and any(p.name == "fuse-projections" for p in passes)
 
     def after_pass(p, g):
-        if p.name == "quantize" and reference is not None and p is quant_passes[-1] and \
-                any(q.name == "fuse-projections" for q in passes[passes.index(p):]):
+        if keep and p is quant_passes[-1]:
             from .testing.equivalence import clone
             layer_graph[:] = [clone(g)]
     graph = pm.run(graph, inplace=True, after_pass=after_pass)
