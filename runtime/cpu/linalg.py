@@ -534,7 +534,7 @@ def linear_f32(x, w, bias, out):
         return
     w3 = w.reshape((1,) + w.shape)
     if M * w.shape[0] * w.shape[1] < SERIAL_WORK:  # one work item on this thread (the MoE router):
-        # what grouped_gemm_nt would run, without its item lists (7.8 -> ~2 us for 8 x 1024)
+        # what grouped_gemm_nt would run, without its item lists (8 x 1024, warm: 2.3 -> 1.2 us)
         _run_item(x, w3, 0, M, 0, 0, w.shape[0], _NO_BIAS if bias is None else bias, out)
         return
     grouped_gemm_nt(x, w3, w3, np.array([0, M], np.int64), _NO_BIAS if bias is None else bias, ACT_NONE,
