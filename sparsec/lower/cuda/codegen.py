@@ -23,40 +23,12 @@ from __future__ import annotations
 
 import math
 
-from ..codegen import Program, emit_select
+from ..codegen import _FLOATS, _INTS, Program, _ct, _lit, emit_select
 
-_FLOATS = ("f32", "f64", "f16", "bf16")
 _HALF = ("f16", "bf16")
-_INTS = {"i8": "np.int8", "i32": "np.int32", "i64": "np.int64", "ui8": "np.uint8"}
 
 #: error code of an integer division by zero (``err[0]``)
 ERR_INT_DIV_ZERO = 1
-
-
-def _ct(dt: str) -> str:
-    """The scalar type values of ``dt`` are computed in (f32 for f16/bf16)."""
-    if dt == "f64":
-        return "np.float64"
-    if dt in _FLOATS:
-        return "np.float32"
-    if dt == "i1":
-        return "np.bool_"
-    return _INTS[dt]
-
-
-def _lit(dt: str, v) -> str:
-    if dt == "i1":
-        return "True" if v else "False"
-    if dt in _FLOATS:
-        v = float(v)
-        if math.isnan(v):
-            r = "math.nan"
-        elif math.isinf(v):
-            r = "math.inf" if v > 0 else "-math.inf"
-        else:
-            r = repr(v)
-        return f"{_ct(dt)}({r})"
-    return f"{_INTS[dt]}({int(v)})"
 
 
 class _Emitter:
