@@ -18,6 +18,7 @@ from numba import cuda, float64
 
 from . import half
 from .launch import CudaFunction, kernel
+from .reduce import SUM, tree_reduce
 from .types import scalar
 
 BLOCK = 128
@@ -36,12 +37,7 @@ def rms_norm_rows(x, w, rows, d, eps, out):
             acc += v * v
         sh[tid] = acc
         cuda.syncthreads()
-        s = nt // 2
-        while s > 0:
-            if tid < s:
-                sh[tid] += sh[tid + s]
-            cuda.syncthreads()
-            s //= 2
+        tree_reduce(sh, tid, nt, SUM)
         var = x[base] * 0 + sh[0] / d
         inv = x[base] * 0 + 1.0 / math.sqrt(var + eps)
         for j in range(tid, d, nt):
@@ -67,12 +63,7 @@ def make_rms_norm_half(storage: str) -> CudaFunction:
                 acc += v * v
             sh[tid] = acc
             cuda.syncthreads()
-            s = nt // 2
-            while s > 0:
-                if tid < s:
-                    sh[tid] += sh[tid + s]
-                cuda.syncthreads()
-                s //= 2
+            tree_reduce(sh, tid, nt, SUM)
             var = np.float32(sh[0] / d)
             inv = np.float32(1.0) / np.float32(math.sqrt(var + np.float32(eps)))
             for j in range(tid, d, nt):
@@ -103,12 +94,7 @@ def make_layer_norm(dtype: str, storage: str | None = None) -> CudaFunction:
                 acc += ld(x[base + j])
             sh[tid] = acc
             cuda.syncthreads()
-            s = nt // 2
-            while s > 0:
-                if tid < s:
-                    sh[tid] += sh[tid + s]
-                cuda.syncthreads()
-                s //= 2
+            tree_reduce(sh, tid, nt, SUM)
             mu = ct(sh[0] / ct(d))
             cuda.syncthreads()
             acc = ct(0)
@@ -117,12 +103,7 @@ def make_layer_norm(dtype: str, storage: str | None = None) -> CudaFunction:
                 acc += dv * dv
             sh[tid] = acc
             cuda.syncthreads()
-            s = nt // 2
-            while s > 0:
-                if tid < s:
-                    sh[tid] += sh[tid + s]
-                cuda.syncthreads()
-                s //= 2
+            tree_reduce(sh, tid, nt, SUM)
             den = ct(math.sqrt(ct(sh[0] / ct(d)) + ct(eps)))
             for j in range(tid, d, nt):
                 y = (ld(x[base + j]) - mu) / den

@@ -59,7 +59,7 @@ def reduce_serial(x, outer, n, inner, out, kind, init, count):
 
 
 @cuda.jit(device=True)
-def _tree(sh, tid, nt, kind):
+def tree_reduce(sh, tid, nt, kind):
     """``sh[0]`` = the block's ``nt`` partials in ``sh`` combined by ``kind``: added (SUM, MEAN), or
     the maximum / minimum with NaN propagating (MAX, MIN). All ``nt`` threads call it."""
     s = nt // 2
@@ -99,7 +99,7 @@ def reduce_block_f(x, outer, n, inner, out, kind, count):
                 acc = v
         sh[tid] = acc
         cuda.syncthreads()
-        _tree(sh, tid, nt, kind)
+        tree_reduce(sh, tid, nt, kind)
         if tid == 0:
             if kind == MEAN:
                 out[t] = st(sh[0] / count)
@@ -174,7 +174,7 @@ def softmax_block(x, outer, n, inner, out, log):
                     m = v
         sh[tid] = m
         cuda.syncthreads()
-        _tree(sh, tid, nt, MAX)
+        tree_reduce(sh, tid, nt, MAX)
         mx = ld(x[base]) * 0 + sh[0]  # in x's compute type
         cuda.syncthreads()
         acc = 0.0
@@ -182,7 +182,7 @@ def softmax_block(x, outer, n, inner, out, log):
             acc += float64(math.exp(ld(x[base + j * inner]) - mx))
         sh[tid] = acc
         cuda.syncthreads()
-        _tree(sh, tid, nt, SUM)
+        tree_reduce(sh, tid, nt, SUM)
         tot = ld(x[base]) * 0 + sh[0]
         lt = ld(x[base]) * 0 + math.log(sh[0])
         for j in range(tid, n, nt):
