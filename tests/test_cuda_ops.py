@@ -139,6 +139,18 @@ def test_reductions(shape, seed, nan):
     assert_matches_reference(sc.trace(f, spec(x)), x)
 
 
+@pytest.mark.parametrize("n", [5, 80])  # the one-thread-per-row and the block-per-row softmax
+@pytest.mark.parametrize("first", [-np.inf, np.inf])
+def test_softmax_rows_starting_with_an_infinity(n, first):
+    """A masked (-inf) or +inf first logit: the row's max and sum were once taken into "x's type"
+    with ``x[0] * 0 + ...``, which is NaN for an infinite x[0] (a whole NaN row)."""
+    x = np.random.default_rng(n).standard_normal((3, n)).astype(np.float32)
+    x[:, 0] = first
+    x[2, 1] = -np.inf
+    with np.errstate(all="ignore"):
+        assert_matches_reference(sc.trace(lambda v: (sc.ops.softmax(v, -1), sc.ops.log_softmax(v, -1)), spec(x)), x)
+
+
 @FEW
 @given(axis=st.integers(0, 2), exclusive=st.booleans(), reverse=st.booleans(), seed=st.integers(0, 99))
 def test_cumsum(axis, exclusive, reverse, seed):

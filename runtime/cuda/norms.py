@@ -38,8 +38,8 @@ def rms_norm_rows(x, w, rows, d, eps, out):
         sh[tid] = acc
         cuda.syncthreads()
         tree_reduce(sh, tid, nt, SUM)
-        var = x[base] * 0 + sh[0] / d
-        inv = x[base] * 0 + 1.0 / math.sqrt(var + eps)
+        var = sh[0] / d
+        inv = 1.0 / math.sqrt(var + eps)
         for j in range(tid, d, nt):
             out[base + j] = w[j] * (x[base + j] * inv)
         cuda.syncthreads()

@@ -175,7 +175,7 @@ def softmax_block(x, outer, n, inner, out, log):
         sh[tid] = m
         cuda.syncthreads()
         tree_reduce(sh, tid, nt, MAX)
-        mx = ld(x[base]) * 0 + sh[0]  # in x's compute type
+        mx = sh[0]  # float64 (a "* 0" to take x's type gave NaN for an infinite first element)
         cuda.syncthreads()
         acc = 0.0
         for j in range(tid, n, nt):
@@ -183,8 +183,8 @@ def softmax_block(x, outer, n, inner, out, log):
         sh[tid] = acc
         cuda.syncthreads()
         tree_reduce(sh, tid, nt, SUM)
-        tot = ld(x[base]) * 0 + sh[0]
-        lt = ld(x[base]) * 0 + math.log(sh[0])
+        tot = sh[0]
+        lt = math.log(sh[0])
         for j in range(tid, n, nt):
             d = ld(x[base + j * inner]) - mx
             if log:
@@ -209,8 +209,8 @@ def softmax_serial(x, outer, n, inner, out, log):
         acc = 0.0
         for j in range(n):
             acc += float64(math.exp(ld(x[base + j * inner]) - mx))
-        tot = ld(x[base]) * 0 + acc
-        lt = ld(x[base]) * 0 + math.log(acc)
+        tot = acc
+        lt = math.log(acc)
         for j in range(n):
             d = ld(x[base + j * inner]) - mx
             if log:
@@ -258,6 +258,51 @@ def topk_serial(x, outer, n, inner, k, largest, vals, idx):
             idx[obase + s * inner] = bi
             pv = bv
             pi = bi
+
+
+@kernel
+def softmax_topk_serial(x, rows, n, k, normalize, vals, idx):
+    """``sc.softmax_topk``, one thread per row: the row's softmax statistics as ``softmax_serial``
+    computes them, then ``k`` selection passes as ``topk_serial`` over the probabilities
+    (recomputed per pass: O(k n), for router-sized rows), then with ``normalize`` each value
+    divided by the values' float64 sum rounded to the dtype (``sc.sum`` then ``sc.div``). A
+    probability is ``ld(st(exp(x - max) / total))``: as ``softmax_serial`` stores it and
+    ``topk_serial`` reads it back (written out here: ``half.variant`` rebinds ``ld``/``st`` in the
+    kernel's own globals, not in device functions it calls)."""
+    for r in range(cuda.grid(1), rows, cuda.gridsize(1)):
+        base = r * n
+        obase = r * k
+        mx = ld(x[base])
+        for j in range(1, n):
+            v = ld(x[base + j])
+            if (v > mx or v != v) and mx == mx:
+                mx = v
+        acc = 0.0
+        for j in range(n):
+            acc += float64(math.exp(ld(x[base + j]) - mx))
+        tot = acc
+        pv = ld(st(math.exp(ld(x[base]) - mx) / tot))
+        pi = -1
+        s64 = 0.0
+        for s in range(k):
+            bi = -1
+            bv = pv
+            for j in range(n):
+                v = ld(st(math.exp(ld(x[base + j]) - mx) / tot))
+                if pi >= 0 and not _before(pv, pi, v, j, True):
+                    continue
+                if bi < 0 or _before(v, j, bv, bi, True):
+                    bv = v
+                    bi = j
+            vals[obase + s] = st(bv)
+            idx[obase + s] = bi
+            s64 += float64(bv)
+            pv = bv
+            pi = bi
+        if normalize:
+            d = ld(st(s64))
+            for s in range(k):
+                vals[obase + s] = st(ld(vals[obase + s]) / d)
 
 
 @kernel
