@@ -13,10 +13,11 @@ from . import expert_fusion, sparse_activation  # noqa: F401,E402  (register)
 from . import activation_sparsity  # noqa: F401,E402  (register; opt-in, not in the default pipeline)
 from . import quantize  # noqa: F401,E402  (register; opt-in: sc.compile(quantize=...) appends it)
 from . import fuse_projections  # noqa: F401,E402  (register; sc.compile runs it last with default)
+from . import fuse_router  # noqa: F401,E402  (register)
 
 #: what ``sc.compile`` and ``sparsec compile`` run unless told otherwise. Canonicalization only
 #: tidies: every later pass is correct without it (tests run the pipeline with and without).
-PIPELINES["default"] = ("sparse-activation,expert-fusion,canonicalize,cse,dce,fold-constants{fold-params=true},"
+PIPELINES["default"] = ("sparse-activation,expert-fusion,fuse-router,canonicalize,cse,dce,fold-constants{fold-params=true},"
                         "fuse-elementwise")
 PIPELINES["classic"] = "canonicalize,cse,dce"
 

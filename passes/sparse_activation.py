@@ -865,7 +865,8 @@ class _FunctionRewrite:
 
     def routing_ok(self, masks: list[_Mask]) -> bool:
         """The masks (of one ``ids``/``weights``) cover experts ``0..E-1`` once each, and ``ids``
-        are ``sc.topk`` indices over ``E' <= E`` scores, ``weights`` ``[T, k]`` like them."""
+        are ``sc.topk`` (or ``sc.softmax_topk``) indices over ``E' <= E`` scores, ``weights``
+        ``[T, k]`` like them."""
         n = len(masks)
         if sorted(m.expert for m in masks) != list(range(n)):
             return False     # an expert missing or twice
@@ -873,9 +874,10 @@ class _FunctionRewrite:
             return False
         ids, weights = masks[0].ids, masks[0].weights
         top = self.top_level(ids)
-        if (top is None or top.name != "sc.topk" or ids is not top.results[1]
-                or _axis(top.attrs["axis"], 2) != 1 or _tensor(top.operands[0], 2) is None):
-            return False     # ids must be distinct per row: sc.topk indices over the last axis
+        if (top is None or top.name not in ("sc.topk", "sc.softmax_topk") or ids is not top.results[1]
+                or (top.name == "sc.topk" and _axis(top.attrs["axis"], 2) != 1)
+                or _tensor(top.operands[0], 2) is None):
+            return False     # ids must be distinct per row: top-k indices over the last axis
         if not isinstance(top.operands[0].type.shape[1], int) or top.operands[0].type.shape[1] > n:
             return False
         k = ids.type.shape[1]

@@ -22,8 +22,8 @@ from sparsec.testing import compare_outputs, graphs, inputs_for
 #: the ops whose CPU kernels these tests check (the rule modules linalg, attention, index, moe)
 KERNEL_OPS = frozenset({
     "sc.matmul", "sc.linear", "sc.attention", "sc.take", "sc.take_along_axis", "sc.embedding", "sc.scatter",
-    "sc.scatter_add", "sc.index_add", "sc.one_hot", "sc.moe_dispatch", "sc.moe_permute", "sc.grouped_matmul",
-    "sc.moe_gated_grouped_matmul", "sc.moe_combine",
+    "sc.scatter_add", "sc.index_add", "sc.one_hot", "sc.softmax_topk", "sc.moe_dispatch", "sc.moe_permute",
+    "sc.grouped_matmul", "sc.moe_gated_grouped_matmul", "sc.moe_combine",
 })
 #: every other op runs its reference around the kernel under test
 OTHER_OPS = frozenset(REGISTRY) - KERNEL_OPS

@@ -13,7 +13,7 @@ from sparsec.frontend.tracer import Parameter
 from sparsec.lower.cpu import run_naive
 from sparsec.runtime.cpu import linalg as L
 
-MOE_OPS = ["sc.moe_dispatch", "sc.moe_permute", "sc.grouped_matmul", "sc.moe_gated_grouped_matmul",
+MOE_OPS = ["sc.softmax_topk", "sc.moe_dispatch", "sc.moe_permute", "sc.grouped_matmul", "sc.moe_gated_grouped_matmul",
            "sc.moe_combine"]
 # random graphs host the MoE ops only when a [T, k] id tensor can be made from their inputs
 RARE = [HealthCheck.filter_too_much, HealthCheck.too_slow]
@@ -158,3 +158,49 @@ def test_grouped_matmul_rejects_bad_offsets(offsets):
     g = trace(lambda x, off: sc.ops.grouped_matmul(x, w, off), ((3, 4), "float32"), ((4,), "int64"))
     with pytest.raises(ValueError, match=r"sc\.grouped_matmul.*offsets must rise from 0 to 3"):
         run_kernels(g, np.ones((3, 4), np.float32), np.array(offsets))
+
+
+# ---------------------------------------------------------------------------------------------
+# sc.softmax_topk: the same values as the four kernels it replaces
+
+def _router_values(draw, rows, n, dtype):
+    """Logits with ties, repeats, large magnitudes and (sometimes) NaN / inf."""
+    pool = draw(st.lists(st.floats(-30, 30, width=32), min_size=1, max_size=4))
+    special = [np.nan, np.inf, -np.inf] if draw(st.booleans()) else []
+    vals = draw(st.lists(st.sampled_from(pool + special) | st.floats(-30, 30, width=32),
+                         min_size=rows * n, max_size=rows * n))
+    return np.array(vals, np.float64).reshape(rows, n).astype(dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_softmax_topk_kernel_is_the_softmax_and_topk_kernels_then_the_reference_division(data):
+    """``sc.softmax_topk``'s kernel against the ``sc.softmax`` and ``sc.topk`` CPU kernels: the same
+    ids and, bit for bit, the same values; with ``normalize`` the values are exactly the
+    reference's ``sc.sum`` (float64, NumPy's order) and ``sc.div`` applied to those top-k
+    probabilities. Every float dtype, k up to n, ties, NaN and inf rows."""
+    dtype = data.draw(st.sampled_from([np.float32, np.float64, np.float16, ml_dtypes.bfloat16]), label="dtype")
+    rows, n = data.draw(st.integers(0, 5), label="rows"), data.draw(st.integers(1, 40), label="n")
+    k = data.draw(st.integers(1, n), label="k")
+    normalize = data.draw(st.booleans(), label="normalize")
+    x = _router_values(data.draw, rows, n, dtype)
+    name = np.dtype(dtype).name
+    fused = sc.trace(lambda v: sc.ops.softmax_topk(v, k, normalize), sc.TensorSpec(("t", n), name))
+    two = sc.trace(lambda v: sc.ops.topk(sc.ops.softmax(v, -1), k), sc.TensorSpec(("t", n), name))
+    with np.errstate(all="ignore"):
+        got = run_naive(fused, x)
+        w, ids = run_naive(two, x)
+        assert run_naive.last_kernels == ["sc.softmax", "sc.topk"]
+        if normalize:
+            ref = sc.ops.REGISTRY
+            w = ref["sc.div"].reference(w, ref["sc.sum"].reference(w, axes=(-1,), keepdims=True))
+    np.testing.assert_array_equal(got[1], ids)
+    np.testing.assert_array_equal(got[0].astype(np.float64), w.astype(np.float64))
+    check_graph(fused, [x], "sc.softmax_topk")
+
+
+def test_softmax_topk_rejects_bad_attributes():
+    with pytest.raises(sc.errors.SparsecError, match=r"sc.softmax_topk .*k=9 must be in \[1, 8\]"):
+        sc.trace(lambda v: sc.ops.softmax_topk(v, 9), sc.TensorSpec(("t", 8), "float32"))
+    with pytest.raises(sc.errors.SparsecError, match="x must be a float tensor, got i64"):
+        sc.trace(lambda v: sc.ops.softmax_topk(v, 1), sc.TensorSpec(("t", 8), "int64"))

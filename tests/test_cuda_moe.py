@@ -260,7 +260,8 @@ def moe_layer():
 def test_compiled_moe_layer(moe_layer):
     cm = sc.compile(moe_layer, target="cuda", progress=False, accuracy_samples=0)
     kernels = [s.kernel for s in cm.executables["main"].plan.steps]
-    for name in ("moe_dispatch_e4", "moe_permute", "grouped_gated_float32", "grouped_float32", "moe_combine_float32"):
+    for name in ("softmax_topk_f32", "moe_dispatch_e4", "moe_permute", "grouped_gated_float32", "grouped_float32",
+                 "moe_combine_float32"):
         assert name in kernels, kernels
     for t in (1, 6):
         x = np.random.default_rng(t).standard_normal((t, 16)).astype(np.float32)
@@ -269,6 +270,34 @@ def test_compiled_moe_layer(moe_layer):
         got = got[0] if isinstance(got, tuple) else got
         assert got.shape == want.shape
         assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, float(np.max(np.abs(want))))
+
+
+# ---------------------------------------------------------------------------------------------
+# the router: sc.softmax_topk
+
+@settings(max_examples=6, deadline=None)
+@given(rows=st.integers(0, 5), n=st.integers(1, 12), data=st.data(), normalize=st.booleans(),
+       dt=st.sampled_from(["float32", "float64", "float16", "bfloat16"]))
+def test_softmax_topk(rows, n, data, normalize, dt):
+    """Against the reference (softmax -> topk -> sum -> div): ties, repeated values, a NaN or
+    inf row, every float dtype, k up to n."""
+    import ml_dtypes
+    k = data.draw(st.integers(1, n), label="k")
+    seed = data.draw(st.integers(0, 99), label="seed")
+    rng = np.random.default_rng(seed)
+    x = rng.choice(np.array([-2.0, 0.5, 0.5, 3.0]), (rows, n)) + rng.standard_normal((rows, n)) * (seed % 2)
+    if rows and seed % 3 == 0:
+        x[0, rng.integers(n)] = [np.nan, np.inf, -np.inf][seed % 9 // 3]
+    x = x.astype(ml_dtypes.bfloat16 if dt == "bfloat16" else dt)
+    g = trace(lambda v: sc.ops.softmax_topk(v, k, normalize), (("t", n), dt))
+    with np.errstate(all="ignore"):
+        (w_ref, i_ref), (w, i) = sc.interpret(g, x), run_cuda(g, x)
+    assert w.dtype == w_ref.dtype and i.dtype == np.int64
+    np.testing.assert_array_equal(i, i_ref)
+    half = dt in ("float16", "bfloat16")  # one rounding of the 16-bit output apart at most
+    np.testing.assert_allclose(w.astype(np.float64), w_ref.astype(np.float64), rtol=1e-2 if half else 1e-6,
+                               atol=0, equal_nan=True)
+    assert uses_kernel(g, "softmax_topk")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,13 +343,13 @@ e, k, h, f = 4, 2, 8, 6
 wg, wu = (Parameter(np.ones((e, f, h), np.float32)) for _ in range(2))
 wd = Parameter(np.ones((e, h, f), np.float32))
 
-def chain(x, ids, weights):
+def chain(x, logits):
+    weights, ids = sc.ops.softmax_topk(logits, k, True)
     order, offsets = sc.ops.moe_dispatch(ids, e)
     hh = sc.ops.moe_gated_grouped_matmul(sc.ops.moe_permute(x, order, k), wg, wu, offsets, activation="gelu")
     return sc.ops.moe_combine(sc.ops.grouped_matmul(hh, wd, offsets), order, weights)
 
-g = sc.trace(chain, sc.TensorSpec(("tokens", h), "float32"), sc.TensorSpec(("tokens", k), "int64"),
-             sc.TensorSpec(("tokens", k), "float32"))
+g = sc.trace(chain, sc.TensorSpec(("tokens", h), "float32"), sc.TensorSpec(("tokens", e), "float32"))
 with tempfile.TemporaryDirectory() as d:
     print(json.dumps([(r.name, r.ptxas, r.op) for r in emit_ptx([lower_function(g, None, "cuda")], d)]))
 """
@@ -343,7 +372,8 @@ def test_ptx_of_every_moe_kernel():
     from sparsec.runtime.cuda.ptx import find_ptxas
     results = run_ptx_script(PTX_SCRIPT)
     names = {n for n, _, _ in results}
-    for part in ("moe_dispatch", "moe_permute", "grouped_gemv", "grouped_gemm", "invert_order", "moe_combine"):
+    for part in ("softmax_topk_serial", "moe_dispatch", "moe_permute", "grouped_gemv", "grouped_gemm", "invert_order",
+                 "moe_combine"):
         assert any(part in n for n in names), names
     for name, status, op in results:
         if find_ptxas() is None:

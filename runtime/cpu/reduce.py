@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .numerics import fast_exp, pairwise_sum
+from .numerics import f64_round_bf16, f64_round_f16, fast_exp, pairwise_sum, round_bf16, round_f16
 
 _FM = {"reassoc", "contract"}  # reassociating sums lets LLVM vectorize them (f64 / f32 accumulators)
 
@@ -253,6 +253,35 @@ def _merge_sort(row, n, perm, tmp, largest):
 
 
 @njit(cache=True, nogil=True)
+def _select(row, n, k, largest, bv, bi, perm, tmp):
+    """The first ``k`` of ``row[:n]`` in the reference order into ``bv``/``bi``: a sorted
+    insertion buffer for small k (one pass, O(n) in practice), a stable merge sort (``perm``,
+    ``tmp``: n entries) for k > 32."""
+    if k > 32:
+        _merge_sort(row, n, perm, tmp, largest)
+        for t in range(k):
+            bi[t] = perm[t]
+            bv[t] = row[perm[t]]
+        return
+    cnt = 0
+    for i in range(n):
+        v = row[i]
+        if cnt < k:
+            p = cnt
+            cnt += 1
+        elif k > 0 and _before(v, i, bv[k - 1], bi[k - 1], largest):
+            p = k - 1
+        else:
+            continue
+        while p > 0 and _before(v, i, bv[p - 1], bi[p - 1], largest):
+            bv[p] = bv[p - 1]
+            bi[p] = bi[p - 1]
+            p -= 1
+        bv[p] = v
+        bi[p] = i
+
+
+@njit(cache=True, nogil=True)
 def topk_rows(x, outer, n, inner, k, largest, vals, idx):
     """The first ``k`` of each (outer, :, inner) row in the reference order: a sorted insertion
     buffer for small k (one pass, O(n) in practice), a stable merge sort otherwise."""
@@ -267,29 +296,58 @@ def topk_rows(x, outer, n, inner, k, largest, vals, idx):
             base = o * n * inner + j
             for i in range(n):
                 row[i] = x[base + i * inner]
-            if big:
-                _merge_sort(row, n, perm, tmp, largest)
-                for t in range(k):
-                    bi[t] = perm[t]
-                    bv[t] = row[perm[t]]
-            else:
-                cnt = 0
-                for i in range(n):
-                    v = row[i]
-                    if cnt < k:
-                        p = cnt
-                        cnt += 1
-                    elif k > 0 and _before(v, i, bv[k - 1], bi[k - 1], largest):
-                        p = k - 1
-                    else:
-                        continue
-                    while p > 0 and _before(v, i, bv[p - 1], bi[p - 1], largest):
-                        bv[p] = bv[p - 1]
-                        bi[p] = bi[p - 1]
-                        p -= 1
-                    bv[p] = v
-                    bi[p] = i
+            _select(row, n, k, largest, bv, bi, perm, tmp)
             ob = o * k * inner + j
             for t in range(k):
                 vals[ob + t * inner] = bv[t]
                 idx[ob + t * inner] = bi[t]
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax -> top-k (-> renormalize): the MoE router in one pass per row
+
+
+@njit(cache=True, nogil=True)
+def _round_to(v, rnd):
+    """float32 ``v`` rounded to the output dtype's precision (0: float32/64 as is, 1: f16, 2: bf16)."""
+    if rnd == 1:
+        return round_f16(v)
+    if rnd == 2:
+        return round_bf16(v)
+    return v
+
+
+@njit(cache=True, nogil=True)
+def softmax_topk_rows(x, rows, n, k, normalize, rnd, vals, idx):
+    """``sc.softmax_topk`` on ``rows`` contiguous rows of ``n``: each row's softmax
+    (``_softmax_row``, as ``softmax_rows``; rounded to f16/bf16 when ``rnd``, as that kernel's
+    caller rounds), the first ``k`` probabilities in ``sc.topk``'s order (``_select``), then with
+    ``normalize`` each divided by their sum, summed as ``sc.sum`` (in float64, NumPy's pairwise
+    order, rounded once to the dtype) and divided in the dtype (f16/bf16: in float32, rounded)."""
+    p = np.empty(n, x.dtype)
+    bv = np.empty(k, x.dtype)
+    bi = np.empty(k, np.int64)
+    s64 = np.empty(k, np.float64)
+    perm = np.empty(n if k > 32 else 0, np.int64)
+    tmp = np.empty(n if k > 32 else 0, np.int64)
+    for r in range(rows):
+        _softmax_row(x[r * n:(r + 1) * n], p, False)
+        if rnd:
+            for i in range(n):
+                p[i] = _round_to(p[i], rnd)
+        _select(p, n, k, True, bv, bi, perm, tmp)
+        if normalize:
+            for t in range(k):
+                s64[t] = np.float64(bv[t])
+            tot = pairwise_sum(s64, 0, k)
+            if rnd == 1:
+                d = f64_round_f16(tot)
+            elif rnd == 2:
+                d = f64_round_bf16(tot)
+            else:
+                d = x.dtype.type(tot)
+            for t in range(k):
+                bv[t] = _round_to(bv[t] / d, rnd)
+        for t in range(k):
+            vals[r * k + t] = bv[t]
+            idx[r * k + t] = bi[t]

@@ -20,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..frontend.tracer import as_tensor, emit
-from ..ir import Int, Str, TensorType, dim_mul, register
+from ..ir import Bool, Int, Str, TensorType, dim_mul, register
 from ._util import I64, require_float, require_int, tensor, weight
 
-__all__ = ["moe_dispatch", "moe_permute", "grouped_matmul", "moe_gated_grouped_matmul", "moe_combine"]
+__all__ = ["softmax_topk", "moe_dispatch", "moe_permute", "grouped_matmul", "moe_gated_grouped_matmul", "moe_combine"]
 
 
 def _rows(t: TensorType, what: str, rank: int = 2) -> TensorType:
@@ -53,6 +53,43 @@ def _weight_type(w, x: TensorType, what: str) -> tuple:
     if isinstance(w, TensorType) and not all(isinstance(d, int) for d in w.shape):
         raise ValueError(f"{what} must have static dims, got {w.pretty()}")
     return w.shape
+
+
+@register
+class SoftmaxTopK:
+    """The softmax router's weights and expert ids in one op (vLLM's ``topk_softmax``):
+    ``p = softmax(x, axis=-1)``, then its ``k`` largest probabilities and their int64 indices
+    along the last axis as ``sc.topk`` orders them (descending, ties to the lower index, NaN
+    first); with ``normalize`` the ``k`` values are divided by their sum (Mixtral, Qwen3-MoE).
+    Exactly ``sc.softmax`` -> ``sc.topk`` (-> ``sc.sum(axes=[-1], keepdims)`` -> ``sc.div``): the
+    reference is that composition, and the ``fuse-router`` pass forms the op from it."""
+    name = "sc.softmax_topk"
+    operands = ("x",)
+    attrs = {"k": Int(doc="experts per token, 1 <= k <= the last dim"),
+             "normalize": Bool(False, doc="divide the k weights by their sum")}
+    traits = ("pure",)
+
+    def infer(x, *, k, normalize):
+        tensor(x, "x")
+        require_float(x, "x")
+        if x.rank == 0:
+            raise ValueError("softmax_topk needs a tensor of rank >= 1")
+        n = x.shape[-1]
+        if not isinstance(n, int):
+            raise ValueError(f"softmax_topk needs a static last dim, got symbolic {n}")
+        if not 1 <= k <= n:
+            raise ValueError(f"k={k} must be in [1, {n}] (the last dim)")
+        shape = tuple(x.shape[:-1]) + (k,)
+        return TensorType(shape, x.dtype), TensorType(shape, I64)
+
+    def reference(x, *, k, normalize):
+        from ..ir.opdef import REGISTRY
+        p = REGISTRY["sc.softmax"].reference(x, axis=-1)
+        vals, ids = REGISTRY["sc.topk"].reference(p, k=k, axis=-1, largest=True)
+        if normalize:
+            total = REGISTRY["sc.sum"].reference(vals, axes=(-1,), keepdims=True)
+            vals = REGISTRY["sc.div"].reference(vals, total)
+        return vals, ids
 
 
 @register
@@ -211,6 +248,12 @@ class MoeCombine:
 
 # ---------------------------------------------------------------------------------------------
 # traced API
+
+def softmax_topk(x, k: int, normalize: bool = False):
+    """``(weights [..., k], ids [..., k] int64)``: the top-k of ``softmax(x, -1)``, renormalized
+    to sum to 1 with ``normalize``."""
+    return emit("sc.softmax_topk", as_tensor(x), k=k, normalize=normalize)
+
 
 def moe_dispatch(topk_ids, num_experts: int):
     """``(order, offsets)``: the (token, slot) pairs sorted by expert, and each expert's first row."""

@@ -175,7 +175,10 @@ def _expert_ids(draw, ctx, num_experts: int):
             else None
         if router is not None and "sc.matmul" in _registry():
             scores = ctx.emit("sc.matmul", x, router)
-            _vals, ids = ctx.emit("sc.topk", scores, k=k)
+            if "sc.softmax_topk" in _registry() and draw(st.booleans()):
+                _vals, ids = ctx.emit("sc.softmax_topk", scores, k=k, normalize=draw(st.booleans()))
+            else:
+                _vals, ids = ctx.emit("sc.topk", scores, k=k)
             return ids
     k = x.type.shape[1]
     if not isinstance(k, int) or k < 1 or k > 4:
@@ -186,6 +189,14 @@ def _expert_ids(draw, ctx, num_experts: int):
 def _registry():
     from ..ir.opdef import REGISTRY
     return REGISTRY
+
+
+@generator("sc.softmax_topk")
+def _softmax_topk(draw, ctx):
+    x = ctx.pick_float(lambda v: v.type.rank >= 1 and isinstance(v.type.shape[-1], int) and v.type.shape[-1] >= 1)
+    if x is None:
+        return None
+    return [x], {"k": draw(st.integers(1, min(x.type.shape[-1], 6))), "normalize": draw(st.booleans())}
 
 
 @generator("sc.moe_dispatch")

@@ -1,5 +1,5 @@
-"""CPU lowering rules: the MoE dispatch chain (moe_dispatch, moe_permute, grouped_matmul,
-moe_gated_grouped_matmul, moe_combine).
+"""CPU lowering rules: the MoE router and dispatch chain (softmax_topk, moe_dispatch, moe_permute,
+grouped_matmul, moe_gated_grouped_matmul, moe_combine).
 
 Each op stays its own kernel, so a distributed runtime can put an exchange between permute and
 the grouped matmuls (DESIGN.md section 6). The grouped matmuls run the tile kernel of
@@ -15,9 +15,11 @@ import numpy as np
 
 from ...ir.types import QuantType
 from ...ops.elementwise import UNARY
+from ...runtime.cpu import common
 from ...runtime.cpu import index as X
 from ...runtime.cpu import linalg as L
 from ...runtime.cpu import moe as M
+from ...runtime.cpu import reduce as R
 from . import Kernel, LoweringError, cpu_lowering
 from .index import as_i64, byte_rows
 
@@ -36,6 +38,32 @@ def _compute_dtype(op, dtype: np.dtype) -> np.dtype:
 def _bad_offsets(op, offsets: np.ndarray, rows: int) -> ValueError:
     return ValueError(f"{op.describe()}: offsets must rise from 0 to {rows} (the row count), "
                       f"got {offsets.tolist()}")
+
+
+@cpu_lowering("sc.softmax_topk")
+def lower_softmax_topk(op) -> Kernel:
+    """One serial pass per row (``reduce.softmax_topk_rows``): at one token the router's four
+    small ops (softmax, topk, sum, div) were four kernel calls of 1-4 us each. f16/bf16 run in
+    float32 with the references' roundings, f64 in float64."""
+    from numba import types
+    x = op.operands[0].type
+    dt = x.dtype.name
+    ct = F64 if dt == "f64" else F32
+    n, k, normalize = x.shape[-1], int(op.attrs["k"]), bool(op.attrs["normalize"])
+    rnd = {"f16": 1, "bf16": 2}.get(dt, 0)
+    kern = common.specialize(R.softmax_topk_rows, types.void(common.inp(ct), types.int64, types.int64, types.int64,
+                                                             types.boolean, types.int64, common.arr(ct),
+                                                             common.arr(np.int64)))
+    direct = x.dtype.np == ct
+
+    def run(xa, vals, idx):
+        if direct:
+            kern(xa.reshape(-1), xa.size // n, n, k, normalize, rnd, vals.reshape(-1), idx.reshape(-1))
+            return
+        v = np.empty(vals.size, ct)
+        kern(xa.reshape(-1).astype(ct), xa.size // n, n, k, normalize, rnd, v, idx.reshape(-1))
+        np.copyto(vals.reshape(-1), v, casting="unsafe")
+    return Kernel(run, f"softmax_topk_{dt}", impl="numba")
 
 
 @cpu_lowering("sc.moe_dispatch")

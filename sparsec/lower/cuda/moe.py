@@ -1,5 +1,6 @@
-"""CUDA lowering rules: the MoE dispatch chain (moe_dispatch, moe_permute, grouped_matmul,
-moe_gated_grouped_matmul, moe_combine); kernels in ``runtime.cuda.moe``.
+"""CUDA lowering rules: the MoE router and dispatch chain (softmax_topk, moe_dispatch, moe_permute,
+grouped_matmul, moe_gated_grouped_matmul, moe_combine); kernels in ``runtime.cuda.moe`` (the
+router's in ``runtime.cuda.reduce``, beside the softmax and top-k kernels it combines).
 
 Each op stays its own kernel, as on the CPU (a distributed runtime can put an exchange between
 permute and the grouped matmuls). The grouped matmuls pick per call, from the sizes alone (the
@@ -17,10 +18,13 @@ import numpy as np
 
 from ...ir.types import QuantType
 from ...runtime.cuda import device as D
+from ...runtime.cuda import half as H
 from ...runtime.cuda import launch
 from ...runtime.cuda import moe as M
 from ...runtime.cuda import quant as Q
+from ...runtime.cuda import reduce as R
 from ...runtime.cuda.shape import UINT_OF_SIZE, as_uint
+from ...runtime.cuda.types import arr
 from . import CudaKernel, LoweringError, cuda_lowering
 
 
@@ -38,6 +42,26 @@ def _float_rows(op, t) -> np.dtype:
 def _half(t) -> str | None:
     """"f16"/"bf16" for 16-bit float rows (computed in f32, rounded once per output), else None."""
     return t.dtype.name if t.dtype.name in ("f16", "bf16") else None
+
+
+@cuda_lowering("sc.softmax_topk")
+def lower_softmax_topk(op) -> CudaKernel:
+    """One thread per row (``reduce.softmax_topk_serial``): the CPU rule's single pass."""
+    from numba import types
+    x = op.operands[0].type
+    dt = _float_rows(op, x)
+    n, k, normalize = x.shape[-1], int(op.attrs["k"]), bool(op.attrs["normalize"])
+    kern = H.variant(R.softmax_topk_serial, x.dtype.name, x.dtype.name)
+
+    def run(xa, vals, idx):
+        rows = xa.size // n
+        if rows == 0:
+            return
+        kern[launch.grid_1d(rows)](xa.reshape(xa.size), np.int64(rows), np.int64(n), np.int64(k), normalize,
+                                   vals.reshape(vals.size), idx.reshape(idx.size))
+    i64 = types.int64
+    spec = kern.spec((arr(dt), i64, i64, i64, types.boolean, arr(dt), arr(np.int64)))
+    return CudaKernel(run, f"softmax_topk_{x.dtype.name}", kernels=(spec,))
 
 
 @cuda_lowering("sc.moe_dispatch")
