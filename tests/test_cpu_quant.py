@@ -198,6 +198,30 @@ def test_threads_and_parallel_quantization(fmt):
     assert np.array_equal(xq, q) and np.array_equal(xd, d)
 
 
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "int4"])
+@settings(max_examples=8, deadline=None)
+@given(m=st.integers(0, 6), act=st.sampled_from([L.ACT_NONE, L.ACT_SILU]), strided=st.booleans(),
+       seed=st.integers(0, 999))
+def test_bound_call_is_qmatmul(fmt, m, act, strided, seed):
+    """``Q.bound_call`` (what the lowered kernels call: the compiled entry point with the weight
+    arguments bound) gives ``Q.qmatmul``'s bits: grouped rows, a gated pair, no rows, and a
+    non-contiguous ``x`` (which must take the checked dispatcher path, not the C-layout entry)."""
+    rng = np.random.default_rng(seed)
+    k, n = 96, 40
+    wide = rng.standard_normal((m, 2 * k)).astype(F32)
+    x = wide[:, ::2] if strided else np.ascontiguousarray(wide[:, :k])
+    w, w2 = (Q.prepare(quantize(rng.standard_normal((3, n, k)).astype(F32), fmt)) for _ in range(2))
+    cut = sorted(rng.integers(0, m + 1, 2).tolist())
+    offsets = np.array([0, *cut, m], np.int64)
+    v = w2 if act != L.ACT_NONE else w
+    want, got = np.full((m, n), np.nan, F32), np.full((m, n), np.nan, F32)
+    assert Q.qmatmul(Q.kernel_address(fmt, Q.current_isa()), np.ascontiguousarray(x), w, v, offsets, None, act, want)
+    assert Q.bound_call(Q.kernel_address(fmt, Q.current_isa()), w, v)(x, offsets, Q._NO_BIAS, act, got) == 0
+    assert np.array_equal(got, want)
+    bad = np.array([0, m + 1, m + 1, m + 1], np.int64)
+    assert Q.bound_call(Q.kernel_address(fmt, Q.current_isa()), w, v)(x, bad, Q._NO_BIAS, act, got) == -1
+
+
 def exact_weight(rng, fmt, n, k) -> QuantizedTensor:
     """Integer weights whose quantization is exact: every block holds both ends of the format's
     range, so d = 1 (and m = -8 for int4)."""
