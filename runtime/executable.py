@@ -5,7 +5,9 @@ concrete shapes, an arena holding every intermediate buffer at the offset the me
 chose, views of static buffers, and for each step the argument list its kernel is called with.
 A call then only checks the inputs, puts them (and fresh arrays for the results) into the
 prepared argument lists, and calls the kernels in order: the per-call Python work is one
-loop over ``fn(*args)``.
+loop over ``fn(*args)``. A step whose arrays are all static (arena buffers, weights,
+constants) and whose kernel offers ``bind`` is bound when preparing: its entry is the bound
+callable with no arguments, which skips the kernel wrapper's per-call reshapes and checks.
 """
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ from .plan import Plan
 
 
 MAX_PREPARED = 16  # sets of sizes kept prepared (arena + argument lists) per executable
+#: bind the steps whose arrays are all static (``Kernel.bind``) when preparing; tests turn it
+#: off to compare the two (they must give the same bits)
+PREBIND = True
 
 
 class RuntimeInputError(SparsecError):
@@ -274,7 +279,14 @@ class Executable:
                             slot_uses.setdefault(o, []).append((args, base + k))
                     if step_index in error_arg:
                         args.append(error_arg[step_index])
-                    entries.append((step.fn, args, None, step_index))
+                    bound = None
+                    if PREBIND and step.bind is not None and step_index not in error_arg \
+                            and not any(i in dynamic for i in ins) and not any(o in dynamic for o in step.outputs):
+                        bound = step.bind(*args)
+                    if bound is not None:  # every array is the same each call: bound once, now
+                        entries.append((bound, (), None, step_index))
+                    else:
+                        entries.append((step.fn, args, None, step_index))
 
         result_sources = []
         for o in plan.outputs:

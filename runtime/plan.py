@@ -35,6 +35,7 @@ class Step:
     impl: str = ""                  # "numba" | "blas" | "generated" | "llvm"
     view: bool = False              # fn(*inputs) returns the outputs, aliasing inputs[0]
     inplace: bool = False           # like view, but writes into inputs[0]: runs every call
+    bind: Callable | None = None    # bind(*inputs, *outputs) -> callable() | None (CPU kernels)
 
 
 @dataclass

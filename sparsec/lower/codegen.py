@@ -578,13 +578,16 @@ def numba_signature(prog: Program):
 
 @dataclass
 class ElementwiseKernel:
-    """What ``build`` returns: ``fn(*inputs, *outputs)`` and facts for reports."""
+    """What ``build`` returns: ``fn(*inputs, *outputs)``, ``bind(*inputs, *outputs)`` (the same
+    call with the arrays fixed: sizes and flat views computed once; see ``Kernel.bind``) and
+    facts for reports."""
     fn: object
     source: str
     key: str
     ndim: int
     threshold: int
     info: dict = field(default_factory=dict)
+    bind: object = None
 
 
 _U16 = np.dtype(np.uint16)
@@ -658,6 +661,33 @@ def build(prog: Program, groups: list[list[int]], input_is_u16: list[bool], outp
     key = kernel_cache.kernel_key(src)
     exec(compile(code, f"<sparsec elementwise wrapper {key[:12]}>", "exec"), ns)
     fn = ns["fn"]
+
+    def bind(*arrays):
+        """``fn`` with these arrays: what its generated body computes per call, computed now."""
+        if not all(a.flags.c_contiguous for a in arrays):
+            return None  # a reshape would copy: the bound call would not see later writes
+        ins_, outs_ = arrays[:n_operands], arrays[n_operands:]
+        if simple:
+            shape = outs_[0].shape
+            n = [int(np.prod([shape[d] for d in g], dtype=np.int64)) for g in groups]
+        else:
+            n = [int(np.prod([outs_[dim_source[d][0]].shape[dim_source[d][1]] for d in g], dtype=np.int64))
+                 for g in groups]
+        flat = []
+        for j in range(len(prog.inputs)):
+            if j >= n_operands:
+                flat.append(ns[f"_c{j - n_operands}"])
+            else:
+                a = ins_[j].reshape(-1)
+                flat.append(a.view(_U16) if input_is_u16[j] else a)
+        for k in range(nout):
+            o = outs_[k].reshape(-1)
+            flat.append(o.view(_U16) if output_is_u16[k] else o)
+        call_args = tuple(n) + tuple(flat)
+        if parallel != "never" and int(np.prod(n, dtype=np.int64)) >= th:
+            return lambda: ns["_par"](*call_args)  # (compiled on first use when "lazy")
+        ser_ = ns["_ser"]
+        return lambda: ser_(*call_args)
     return ElementwiseKernel(fn=fn, source=src, key=key, ndim=prog.ndim, threshold=th,
                              info={"loops": prog.ndim, "cost": prog.cost(), "parallel_threshold": th,
-                                   "parallel": parallel, "wrapper": code})
+                                   "parallel": parallel, "wrapper": code}, bind=bind)

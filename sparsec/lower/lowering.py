@@ -103,7 +103,7 @@ def lower_function(graph: Graph, function: str | None = None, target: str = "cpu
         outs = tuple(new_slot(r, "buffer", f"{op.name} result {r.index}", alias_of=alias) for r in op.results)
         kernels[len(steps)] = k
         steps.append(Step(k.fn, ins, outs, op.name, op.loc, k.name, k.impl, view=k.view or inplace,
-                          inplace=inplace))
+                          inplace=inplace, bind=getattr(k, "bind", None)))
     if missing:
         raise LoweringError(f"the weight store lacks {len(missing)} weight(s) the graph reads: "
                             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")

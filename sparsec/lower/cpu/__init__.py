@@ -9,6 +9,11 @@ A rule is ``rule(op) -> Kernel``. The kernel contract:
   the result types' concrete shapes. The kernel writes every element of every output.
 - view kernels (``view=True``): ``kernel.fn(*inputs) -> tuple of arrays`` that may alias the
   inputs (reshape of a contiguous array); the runtime keeps the input alive while views live.
+- optional ``kernel.bind(*inputs, *outputs) -> callable() or None``: the same computation with
+  these arrays fixed. The executable binds a step whose arrays are all the same every call
+  (arena buffers, weights, constants) once per set of sizes, so the call skips the wrapper's
+  per-call NumPy work (reshapes, size checks), which at one token costs as much as a small
+  kernel, most of all with cold caches after the weight streams. ``None``: not bindable here.
 
 Rules live in this package by op group (``elementwise.py``, ``reduce.py``, ...); the compiled
 kernels they call live in ``sparsec.runtime.cpu``.
@@ -41,6 +46,8 @@ class Kernel:
     #: what the kernel is built from, for reports ("numba", "blas", "generated", "llvm")
     impl: str = "numba"
     info: dict = field(default_factory=dict)
+    #: ``bind(*inputs, *outputs) -> callable() | None`` (see the module docstring)
+    bind: Callable | None = None
 
 
 #: ops the CPU target does not lower, and why: ``lower_op`` raises a ``LoweringError`` naming the op,
@@ -53,6 +60,11 @@ NOT_LOWERED: dict[str, str] = {
                   "when it recognizes it; here the pass did not run or did not recognize the loop (the "
                   "forms it recognizes are listed in passes/sparse_activation.py)",
 }
+
+
+def contiguous(*arrays) -> bool:
+    """Whether every array is C-contiguous (a bind's precondition: its reshapes must be views)."""
+    return all(a.flags.c_contiguous for a in arrays)
 
 
 #: ``@cpu_lowering("sc.x")`` registers ``rule(op) -> Kernel`` as the CPU lowering of ``sc.x``

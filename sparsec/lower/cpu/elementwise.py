@@ -53,7 +53,7 @@ def _kernel(op: Operation, prog: codegen.Program, groups, in_types: list[str], o
     ek = codegen.build(prog, groups, [d in _U16 for d in in_types], [d in _U16 for d in prog.out_dtypes],
                        n_operands, constants, parallel=_parallel_mode(out_type, prog), dim_source=dim_source)
     return Kernel(ek.fn, name=f"{label}[{ek.key[:10]}]", impl="generated",
-                  info={**ek.info, "key": ek.key, "source": ek.source})
+                  info={**ek.info, "key": ek.key, "source": ek.source}, bind=ek.bind)
 
 
 @cpu_lowering(*ELEMENTWISE_OPS)

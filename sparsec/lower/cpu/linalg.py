@@ -18,7 +18,7 @@ import numpy as np
 from ...ir import TensorType
 from ...ir.types import QuantType
 from ...runtime.cpu import linalg as K
-from . import Kernel, LoweringError, cpu_lowering
+from . import Kernel, LoweringError, contiguous, cpu_lowering
 
 F32 = np.dtype(np.float32)
 
@@ -54,7 +54,14 @@ def lower_linear(op) -> Kernel:
         def run(x, w, *rest):
             bias, out = (rest[0], rest[1]) if has_bias else (None, rest[0])
             K.linear_f32(rows(x), w, bias, rows(out))
-        return Kernel(run, "linear_f32", impl="numba", info={"blas_min_rows": K.BLAS_MIN_ROWS})
+
+        def bind(x, w, *rest):
+            bias, out = (rest[0], rest[1]) if has_bias else (None, rest[0])
+            if not contiguous(x, w, out, *rest):
+                return None
+            x2, out2 = rows(x), rows(out)
+            return lambda: K.linear_f32(x2, w, bias, out2)
+        return Kernel(run, "linear_f32", impl="numba", info={"blas_min_rows": K.BLAS_MIN_ROWS}, bind=bind)
 
     if dtype == np.float64:
         def run(x, w, *rest):

@@ -20,7 +20,7 @@ from ...runtime.cpu import index as X
 from ...runtime.cpu import linalg as L
 from ...runtime.cpu import moe as M
 from ...runtime.cpu import reduce as R
-from . import Kernel, LoweringError, cpu_lowering
+from . import Kernel, LoweringError, contiguous, cpu_lowering
 from .index import as_i64, byte_rows
 
 F32 = np.dtype(np.float32)
@@ -63,34 +63,57 @@ def lower_softmax_topk(op) -> Kernel:
         v = np.empty(vals.size, ct)
         kern(xa.reshape(-1).astype(ct), xa.size // n, n, k, normalize, rnd, v, idx.reshape(-1))
         np.copyto(vals.reshape(-1), v, casting="unsafe")
-    return Kernel(run, f"softmax_topk_{dt}", impl="numba")
+
+    def bind(xa, vals, idx):
+        if not (direct and contiguous(xa, vals, idx)):
+            return None
+        args = (xa.reshape(-1), xa.size // n, n, k, normalize, rnd, vals.reshape(-1), idx.reshape(-1))
+        return lambda: kern(*args)
+    return Kernel(run, f"softmax_topk_{dt}", impl="numba", bind=bind)
 
 
 @cpu_lowering("sc.moe_dispatch")
 def lower_moe_dispatch(op) -> Kernel:
     num_experts = op.attrs["num_experts"]
 
-    def run(topk_ids, order, offsets):
-        ids = as_i64(topk_ids).reshape(-1)
-        bad = M.dispatch(ids, num_experts, order, offsets)
+    def check(ids, bad):
         if bad >= 0:
             raise ValueError(f"{op.describe()}: expert id {int(ids[bad])} is outside [0, {num_experts})")
-    return Kernel(run, "moe_dispatch", impl="numba")
+
+    def run(topk_ids, order, offsets):
+        ids = as_i64(topk_ids).reshape(-1)
+        check(ids, M.dispatch(ids, num_experts, order, offsets))
+
+    def bind(topk_ids, order, offsets):
+        if topk_ids.dtype != np.int64 or not contiguous(topk_ids, order, offsets):
+            return None
+        ids = topk_ids.reshape(-1)
+        return lambda: check(ids, M.dispatch(ids, num_experts, order, offsets))
+    return Kernel(run, "moe_dispatch", impl="numba", bind=bind)
 
 
 @cpu_lowering("sc.moe_permute")
 def lower_moe_permute(op) -> Kernel:
     top_k = op.attrs["top_k"]
 
-    def run(x, order, out):
-        t, h = x.shape
-        idx = as_i64(order)
-        bad = X.gather_rows(byte_rows(x, 1, t, h), idx, top_k, out.nbytes >= X.PARALLEL_BYTES,
-                            byte_rows(out, 1, idx.size, h))
+    def check(idx, t, bad):
         if bad >= 0:
             raise IndexError(f"{op.describe()}: order entry {int(idx[bad])} is out of range [0, {t * top_k}) "
                              f"(tokens*top_k = {t}*{top_k})")
-    return Kernel(run, "moe_permute", impl="numba")
+
+    def run(x, order, out):
+        t, h = x.shape
+        idx = as_i64(order)
+        check(idx, t, X.gather_rows(byte_rows(x, 1, t, h), idx, top_k, out.nbytes >= X.PARALLEL_BYTES,
+                                    byte_rows(out, 1, idx.size, h)))
+
+    def bind(x, order, out):
+        if order.dtype != np.int64 or not contiguous(x, order, out):
+            return None
+        t, h = x.shape
+        args = (byte_rows(x, 1, t, h), order, top_k, out.nbytes >= X.PARALLEL_BYTES, byte_rows(out, 1, order.size, h))
+        return lambda: check(order, t, X.gather_rows(*args))
+    return Kernel(run, "moe_permute", impl="numba", bind=bind)
 
 
 def _grouped(op, act: int) -> Kernel:
@@ -164,7 +187,16 @@ def lower_moe_combine(op) -> Kernel:
             res = np.empty(out.shape, ct)
             bad = M.combine(y_perm.astype(ct), idx, topk_weights.astype(ct), y_perm.size >= M.PARALLEL_ELEMENTS, res)
             out[...] = res
+        check(idx, bad)
+
+    def check(idx, bad):
         if bad >= 0:
             raise ValueError(f"{op.describe()}: order is not a permutation of 0..{idx.size - 1} "
                              f"(entry {bad} is {int(idx[bad])})")
-    return Kernel(run, f"moe_combine_{ct.name}", impl="numba")
+
+    def bind(y_perm, order, topk_weights, out):
+        if not (native and order.dtype == np.int64 and contiguous(y_perm, order, topk_weights, out)):
+            return None
+        par = y_perm.size >= M.PARALLEL_ELEMENTS
+        return lambda: check(order, M.combine(y_perm, order, topk_weights, par, out))
+    return Kernel(run, f"moe_combine_{ct.name}", impl="numba", bind=bind)

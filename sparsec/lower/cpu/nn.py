@@ -14,7 +14,7 @@ from ...ir.dtypes import result_dtype
 from ...ops.nn import rope_inv_freq
 from ...runtime.cpu import common
 from ...runtime.cpu import norms as rt
-from . import Kernel, LoweringError, cpu_lowering
+from . import Kernel, LoweringError, contiguous, cpu_lowering
 
 PARALLEL_MIN_ELEMENTS = 1 << 15
 
@@ -57,7 +57,16 @@ def lower_rms_norm(op: Operation) -> Kernel:
         (par if n >= PARALLEL_MIN_ELEMENTS and rows > 1 else ser)(_flat(xa, ct), _flat(wa, ct2), rows, d, eps, res, rnd)
         if not direct:
             np.copyto(out.reshape(-1), res, casting="unsafe")
-    return Kernel(fn, name=f"rms_norm_{x.dtype.name}", impl="numba")
+
+    def bind(xa, wa, out):
+        if not (direct and xa.dtype == ct and wa.dtype == ct2 and contiguous(xa, wa, out)):
+            return None
+        d = xa.shape[-1] if xa.ndim else 1
+        rows = xa.size // d if d else 0
+        k = par if xa.size >= PARALLEL_MIN_ELEMENTS and rows > 1 else ser
+        args = (xa.reshape(-1), wa.reshape(-1), rows, d, eps, out.reshape(-1), rnd)
+        return lambda: k(*args)
+    return Kernel(fn, name=f"rms_norm_{x.dtype.name}", impl="numba", bind=bind)
 
 
 @cpu_lowering("sc.layer_norm")

@@ -24,7 +24,7 @@ import numpy as np
 from ...ir.types import QuantType
 from ...runtime.cpu import linalg as L
 from ...runtime.cpu import quant as Q
-from . import Kernel, LoweringError
+from . import Kernel, LoweringError, contiguous
 
 F32 = np.dtype(np.float32)
 
@@ -119,7 +119,16 @@ def lower_linear(op) -> Kernel:
         Q.linear(fn, x2, p, bias, res)
         if not native:
             out2[...] = res
-    return Kernel(run, f"linear_{fmt}_{isa}", impl=_impl(isa), info={"isa": isa, "format": fmt})
+
+    def bind(x, w, *rest):
+        bias, out = (rest[0], rest[1]) if has_bias else (None, rest[0])
+        if not (native and contiguous(x, out) and (bias is None or contiguous(bias))):
+            return None
+        call = bound(w)
+        x2, out2 = (x, out) if x.ndim == 2 else (_rows(x), _rows(out))
+        b = Q._NO_BIAS if bias is None else bias
+        return lambda: call(x2, Q._NO_OFFSETS, b, L.ACT_NONE, out2)
+    return Kernel(run, f"linear_{fmt}_{isa}", impl=_impl(isa), info={"isa": isa, "format": fmt}, bind=bind)
 
 
 def lower_grouped(op, act: int) -> Kernel:
@@ -170,7 +179,18 @@ def lower_grouped(op, act: int) -> Kernel:
             raise bad(offsets, x.shape[0])
         if not native:
             out[...] = res
-    return Kernel(run, name, impl=_impl(isa), info={"isa": isa, "format": w_t.format})
+
+    def bind(x, w, *rest):
+        w2, offsets, out = rest if gated else (None,) + rest
+        if not (native and same and offsets.dtype == np.int64 and contiguous(x, offsets, out)):
+            return None
+        call = bound(w, w2)
+
+        def run_bound():
+            if call(x, offsets, Q._NO_BIAS, act, out) != 0:
+                raise bad(offsets, x.shape[0])
+        return run_bound
+    return Kernel(run, name, impl=_impl(isa), info={"isa": isa, "format": w_t.format}, bind=bind)
 
 
 def lower_embedding(op) -> Kernel:

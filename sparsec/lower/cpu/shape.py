@@ -24,7 +24,7 @@ from ...ir.types import current_dim_bindings, eval_dim
 from ...ops._util import norm_axes, norm_axis
 from ...runtime.cpu import common
 from ...runtime.cpu import shape as rt
-from . import Kernel, LoweringError, cpu_lowering
+from . import Kernel, LoweringError, contiguous, cpu_lowering
 
 
 def _t(v, op) -> TensorType:
@@ -141,7 +141,13 @@ def lower_transpose(op: Operation) -> Kernel:
     if p == list(range(K)):
         def fn(xa, out):
             out.reshape(-1)[...] = xa.reshape(-1)
-        return Kernel(fn, name="transpose_copy", impl="numpy")
+
+        def bind_copy(xa, out):
+            if not contiguous(xa, out):
+                return None
+            src, dst = xa.reshape(-1), out.reshape(-1)
+            return lambda: np.copyto(dst, src)
+        return Kernel(fn, name="transpose_copy", impl="numpy", bind=bind_copy)
     if p == list(range(K - 2)) + [K - 1, K - 2]:
         u = rt.UINT_OF_SIZE[x.dtype.np.itemsize]
         k = common.specialize(rt.transpose_tiles, types.void(common.inp(u), types.int64, types.int64, types.int64,
@@ -152,11 +158,22 @@ def lower_transpose(op: Operation) -> Kernel:
         def fn(xa, out):
             s = xa.shape
             k(xa.reshape(-1).view(u), _prod(s, lead), _prod(s, rows_d), _prod(s, cols_d), out.reshape(-1).view(u))
-        return Kernel(fn, name=f"transpose_tiles{x.dtype.np.itemsize * 8}", impl="numba")
+
+        def bind_tiles(xa, out):
+            if not contiguous(xa, out):
+                return None
+            s = xa.shape
+            args = (xa.reshape(-1).view(u), _prod(s, lead), _prod(s, rows_d), _prod(s, cols_d), out.reshape(-1).view(u))
+            return lambda: k(*args)
+        return Kernel(fn, name=f"transpose_tiles{x.dtype.np.itemsize * 8}", impl="numba", bind=bind_tiles)
 
     def fn(xa, out):
         np.copyto(out, xa.transpose(perm))
-    return Kernel(fn, name="transpose_rows", impl="numpy")
+
+    def bind(xa, out):
+        src = xa.transpose(perm)
+        return lambda: np.copyto(out, src)
+    return Kernel(fn, name="transpose_rows", impl="numpy", bind=bind)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +210,11 @@ def lower_slice(op: Operation) -> Kernel:
 
     def fn(xa, out):
         np.copyto(out, xa[idx])
-    return Kernel(fn, name="slice", impl="numpy")
+
+    def bind(xa, out):
+        src = xa[idx]
+        return lambda: np.copyto(out, src)
+    return Kernel(fn, name="slice", impl="numpy", bind=bind)
 
 
 @cpu_lowering("sc.broadcast_to")

@@ -1,0 +1,84 @@
+"""Prebinding (``Kernel.bind``): a step whose arrays are all static is bound once per set of sizes
+and then called without arguments. A bound step must compute exactly what the unbound kernel
+computes: random graphs, the MoE layer (float and quantized), and a causal LM's generation,
+each compiled with and without prebinding, give the same bits (and tokens)."""
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sparsec as sc
+import sparsec.runtime.executable as E
+
+
+@contextlib.contextmanager
+def prebind(on: bool):
+    old = E.PREBIND
+    E.PREBIND = on
+    try:
+        yield
+    finally:
+        E.PREBIND = old
+
+
+def same_bits(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_random_graphs_bind_to_the_same_bits(data):
+    g = data.draw(sc.testing.graphs(max_ops=8, dtypes=("f32", "i64")), label="graph")
+    inputs = data.draw(sc.testing.inputs_for(g, max_size=4), label="inputs")
+    outs = {}
+    for on in (True, False):
+        with prebind(on), np.errstate(all="ignore"):
+            try:
+                m = sc.compile(g, pipeline="classic", progress=False, warmup=False, accuracy_samples=0)
+                outs[on] = m.run(*inputs)
+            except sc.errors.SparsecError as e:  # both must refuse alike (an index out of range)
+                outs[on] = type(e).__name__
+    if isinstance(outs[True], str) or isinstance(outs[False], str):
+        assert outs[True] == outs[False]
+        return
+    assert len(outs[True]) == len(outs[False])
+    for a, b in zip(outs[True], outs[False]):
+        assert same_bits(a, b), (a, b)
+
+
+@pytest.mark.parametrize("mode", [None, "q8_0", "q4_0"])
+def test_moe_layer_binds_to_the_same_bits(mode):
+    moe = sc.nn.MoE(64, 96, 8, 2, router="softmax", norm_topk_prob=True, naming="mixtral", seed=4)
+    g = sc.trace(moe, sc.TensorSpec(("tokens", 64), "float32"))
+    xs = [np.random.default_rng(t).standard_normal((t, 64)).astype(np.float32) for t in (1, 3, 1, 40)]
+    outs, bound = {}, {}
+    for on in (True, False):
+        with prebind(on):
+            m = sc.compile(g, quantize=mode, progress=False, accuracy_samples=0)
+            outs[on] = [m(x) for x in xs]
+            bound[on] = sum(1 for prep in m.executables["main"]._prepared.values()
+                            for _fn, args, _p, _k in prep.entries if args == ())
+    assert bound[False] == 0 and bound[True] >= 2 * 3  # router top-k, dispatch, expert kernels per size
+    for a, b in zip(outs[True], outs[False]):
+        assert same_bits(a, b)
+
+
+def test_generation_binds_to_the_same_tokens_and_logits():
+    lm = sc.nn.CausalLM(vocab=64, hidden=32, layers=2, heads=4, kv_heads=2, ffn=48, seed=0,
+                        mlp=lambda i: sc.nn.MoE(hidden=32, ffn=48, num_experts=4, top_k=2, router="softmax",
+                                                norm_topk_prob=True, naming="mixtral", seed=i))
+    ids = np.array([[3, 9, 27, 1]], np.int64)
+    got = {}
+    for on in (True, False):
+        with prebind(on):
+            cm = sc.compile(lm, sc.TensorSpec(("batch", "seq"), "int64"), quantize="q8_0", progress=False,
+                            accuracy_samples=0)
+            got[on] = (cm.generate(ids, 6), cm(ids))
+            bound = sum(1 for prep in cm.executables["decode"]._prepared.values()
+                        for _fn, args, _p, _k in prep.entries if args == ())
+            assert (bound > 10) == on, bound  # per layer: norms, slices, router, experts, ...
+    assert np.array_equal(got[True][0], got[False][0])
+    assert same_bits(got[True][1], got[False][1])
