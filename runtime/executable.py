@@ -39,6 +39,7 @@ class KernelError(SparsecError):
 class _Prepared:
     entries: list            # (fn, args, patches, step index); patches None for plain kernels
     input_patches: list      # per input: [(args list, position)]
+    staged: dict             # input position -> the static buffer it is copied into per call
     fresh: list              # (root slot, shape, dtype, [(args, position)]) allocated per call
     static_values: dict      # slot -> array (arena buffers, weights, constants, static views)
     arena_bytes: int
@@ -49,6 +50,11 @@ class _Prepared:
 
 class Executable:
     """``Executable(plan)(*arrays) -> tuple of arrays``."""
+
+    #: inputs up to this many bytes (not updated in place) are copied into a buffer of their own
+    #: per call, so the steps reading them have static arrays and can be prebound (a decode
+    #: step's token ids and positions, a layer's one-token activations); 0: never
+    stage_input_bytes = 1 << 16
 
     def __init__(self, plan: Plan):
         self.plan = plan
@@ -153,6 +159,10 @@ class Executable:
 
     def _run(self, prep: _Prepared, arrays, bindings) -> tuple[np.ndarray, ...]:
         for i, (x, patches) in enumerate(zip(arrays, prep.input_patches)):
+            buf = prep.staged.get(i)
+            if buf is not None:
+                np.copyto(buf, x)
+                continue
             if not x.flags.c_contiguous and i not in self._inplace:
                 x = np.require(x, requirements="C")
             for args, j in patches:
@@ -185,7 +195,9 @@ class Executable:
                 big = np.ones(shape[:-2] + (2 * shape[-2] + 1, shape[-1]), t.dtype.np)
                 arrays[i] = big[..., :shape[-2], :]
         prep = self._prepared.get(tuple(1 for _ in self._key_symbols)) or self._prepare(b)
-        for x, patches in zip(arrays, prep.input_patches):
+        for i, (x, patches) in enumerate(zip(arrays, prep.input_patches)):
+            if i in prep.staged:
+                np.copyto(prep.staged[i], x)
             for args, j in patches:
                 args[j] = x
         for root, shape, dtype, patches in prep.fresh:
@@ -248,9 +260,22 @@ class Executable:
                 off = offsets[s.index]
                 static[s.index] = arena[off:off + nbytes[s.index]].view(s.type.dtype.np).reshape(shapes[s.index])
 
+        staged = {}
+        if self.stage_input_bytes:
+            for pos, i in enumerate(plan.inputs):
+                t = plan.slots[i].type
+                # (its shape must be fixed by this prepared state's key: a symbol that sizes only
+                # inputs does not make a new state)
+                if pos not in self._inplace and i not in output_roots and nbytes[i] <= self.stage_input_bytes \
+                        and isinstance(t, TensorType) \
+                        and all(isinstance(d, int) or set(dim_symbols(d)) <= set(self._key_symbols) for d in t.shape):
+                    staged[pos] = static[i] = np.empty(shapes[i], plan.slots[i].type.dtype.np)
+        staged_slots = {plan.inputs[pos] for pos in staged}
+
         errors, error_arg = self._error_slots()
-        # slots whose array changes per call: inputs, fresh outputs, and views/in-place results of them
-        dynamic = {s.index for s in plan.slots if storage_root(plan, s.index) in dynamic_roots}
+        # slots whose array changes per call: inputs (not staged), fresh outputs, and views/in-place
+        # results of them
+        dynamic = {s.index for s in plan.slots if storage_root(plan, s.index) in dynamic_roots - staged_slots}
         entries = []
         slot_uses: dict[int, list] = {}  # dynamic slot -> [(args, position)] to patch per call
         with bound_dims(bindings):
@@ -304,7 +329,7 @@ class Executable:
             if st.root in output_roots and st.root not in input_roots and plan.slots[st.root].kind == "buffer":
                 fresh.append((st.root, shapes[st.root], plan.slots[st.root].type.dtype.np,
                               slot_uses.get(st.root, [])))
-        return _Prepared(entries, input_patches, fresh, static, arena_bytes, result_sources, errors,
+        return _Prepared(entries, input_patches, staged, fresh, static, arena_bytes, result_sources, errors,
                          tuple(sorted(error_arg)))
 
     # -- reports ---------------------------------------------------------------------------

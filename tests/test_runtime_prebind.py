@@ -1,7 +1,9 @@
 """Prebinding (``Kernel.bind``): a step whose arrays are all static is bound once per set of sizes
-and then called without arguments. A bound step must compute exactly what the unbound kernel
-computes: random graphs, the MoE layer (float and quantized), and a causal LM's generation,
-each compiled with and without prebinding, give the same bits (and tokens)."""
+and then called without arguments; small inputs are staged (copied into a buffer of their own
+per call) so the steps reading them are static too. A bound step must compute exactly what the
+unbound kernel computes: random graphs, the MoE layer (float and quantized), and a causal LM's
+generation, each compiled with and without prebinding and staging, give the same bits (and
+tokens)."""
 import contextlib
 
 import numpy as np
@@ -15,12 +17,14 @@ import sparsec.runtime.executable as E
 
 @contextlib.contextmanager
 def prebind(on: bool):
-    old = E.PREBIND
+    """Prebinding and input staging both on, or both off (the executable as it was before them)."""
+    old, old_stage = E.PREBIND, E.Executable.stage_input_bytes
     E.PREBIND = on
+    E.Executable.stage_input_bytes = old_stage if on else 0
     try:
         yield
     finally:
-        E.PREBIND = old
+        E.PREBIND, E.Executable.stage_input_bytes = old, old_stage
 
 
 def same_bits(a, b) -> bool:
@@ -82,3 +86,27 @@ def test_generation_binds_to_the_same_tokens_and_logits():
             assert (bound > 10) == on, bound  # per layer: norms, slices, router, experts, ...
     assert np.array_equal(got[True][0], got[False][0])
     assert same_bits(got[True][1], got[False][1])
+
+
+def test_inputs_sized_by_a_symbol_outside_the_prepared_key_are_not_staged():
+    """``n`` sizes only the input (the sums are scalars): one prepared state serves every ``n``,
+    so the input must not be staged into a buffer of the first call's shape."""
+    g = sc.trace(lambda x: (sc.ops.sum(x), sc.ops.max(x)), sc.TensorSpec(("n",), "float32"))
+    m = sc.compile(g, pipeline="classic", progress=False, accuracy_samples=0)
+    for n in (3, 5, 1, 4):
+        x = np.arange(n, dtype=np.float32) - 1.5
+        s, mx = m.run(x)
+        assert s == np.float32(x.astype(np.float64).sum()) and mx == x.max()
+    ex = m.executables["main"]
+    assert len(ex._prepared) == 1 and all(not p.staged for p in ex._prepared.values())
+
+
+def test_staged_input_is_copied_each_call():
+    """A staged input: the caller may reuse and change its array between calls (generate's ids)."""
+    g = sc.trace(lambda x: sc.ops.tanh(sc.ops.exp(x) + 1.0) * 3.0, sc.TensorSpec((4,), "float32"))
+    m = sc.compile(g, pipeline="classic", progress=False, accuracy_samples=0)
+    x = np.zeros(4, np.float32)
+    for v in (0.0, 1.0, -2.0):
+        x[...] = v
+        np.testing.assert_array_equal(m(x), sc.interpret(g, x)[0])
+    assert any(p.staged for p in m.executables["main"]._prepared.values())

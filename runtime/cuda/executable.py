@@ -24,6 +24,8 @@ class CudaExecutable(Executable):
     """``CudaExecutable(plan, weights)(*arrays) -> tuple of NumPy arrays``; ``weights`` a
     ``DeviceWeights`` (shared by the functions of one model)."""
 
+    stage_input_bytes = 0  # inputs are uploaded to the device per call: nothing to stage on the host
+
     on_device = True
 
     def __init__(self, plan, weights: D.DeviceWeights | None = None, kernels: dict | None = None):

@@ -14,7 +14,7 @@ import numpy as np
 
 from ...runtime.cpu import index as X
 from ...ir.types import QuantType
-from . import Kernel, LoweringError, cpu_lowering
+from . import Kernel, LoweringError, contiguous, cpu_lowering
 
 I64 = np.dtype(np.int64)
 
@@ -75,11 +75,21 @@ def lower_embedding(op) -> Kernel:
     def run(ids, table, out):
         idx = as_i64(ids).reshape(-1)
         vocab, dim = table.shape
-        bad = X.gather_rows(byte_rows(table, 1, vocab, dim), idx, 1, out.nbytes >= X.PARALLEL_BYTES,
-                            byte_rows(out, 1, idx.size, dim))
+        check(idx, vocab, X.gather_rows(byte_rows(table, 1, vocab, dim), idx, 1, out.nbytes >= X.PARALLEL_BYTES,
+                                        byte_rows(out, 1, idx.size, dim)))
+
+    def check(idx, vocab, bad):
         if bad >= 0:
             raise out_of_range(op, idx, bad, vocab, f"an embedding table of {vocab} rows")
-    return Kernel(run, "gather_rows", impl="numba")
+
+    def bind(ids, table, out):
+        if ids.dtype != np.int64 or not contiguous(ids, table, out):
+            return None
+        idx = ids.reshape(-1)
+        vocab, dim = table.shape
+        args = (byte_rows(table, 1, vocab, dim), idx, 1, out.nbytes >= X.PARALLEL_BYTES, byte_rows(out, 1, idx.size, dim))
+        return lambda: check(idx, vocab, X.gather_rows(*args))
+    return Kernel(run, "gather_rows", impl="numba", bind=bind)
 
 
 @cpu_lowering("sc.take_along_axis")

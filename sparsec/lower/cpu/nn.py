@@ -150,4 +150,23 @@ def lower_rope(op: Operation) -> Kernel:
             _flat(xa, ct), nb, m, seq, d, r, pb, cos_t, sin_t, interleaved, res)
         if not direct:
             np.copyto(out.reshape(-1), res, casting="unsafe")
-    return Kernel(fn, name=f"rope_{x.dtype.name}", impl="numba")
+
+    def bind(xa, pos, out):
+        """The sizes and flat views now; the tables per call (the positions change)."""
+        if not (direct and xa.dtype == ct and contiguous(xa, pos, out)):
+            return None
+        s = xa.shape
+        seq = s[-2]
+        if batched:
+            nb, pb = s[0], pos.shape[0]
+            m = xa.size // (nb * seq * d) if nb * seq else 0
+        else:
+            nb, m, pb = 1, (xa.size // (seq * d) if seq else 0), 1
+        k = par if xa.size >= PARALLEL_MIN_ELEMENTS and nb * m * seq > 1 else ser
+        head, tail = (xa.reshape(-1), nb, m, seq, d, r, pb), (interleaved, out.reshape(-1))
+
+        def run_bound():
+            cos_t, sin_t = _rope_table(inv_key, inv, pos)
+            k(*head, cos_t, sin_t, *tail)
+        return run_bound
+    return Kernel(fn, name=f"rope_{x.dtype.name}", impl="numba", bind=bind)
