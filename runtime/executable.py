@@ -11,6 +11,7 @@ callable with no arguments, which skips the kernel wrapper's per-call reshapes a
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from .plan import Plan
 
 
 MAX_PREPARED = 16  # sets of sizes kept prepared (arena + argument lists) per executable
+_NO_DIMS = contextlib.nullcontext()
 #: bind the steps whose arrays are all static (``Kernel.bind``) when preparing; tests turn it
 #: off to compare the two (they must give the same bits)
 PREBIND = True
@@ -46,6 +48,9 @@ class _Prepared:
     result_sources: list     # per output: ("static", array) | ("slot", slot)
     errors: object = None    # a target's per-call error slots (CUDA: device int64 [n_checked, 2])
     checked_steps: tuple = ()  # the step index of each error row
+    #: whether a step runs a view kernel per call (only those read the symbol sizes, through
+    #: ``bound_dims``; entering it measured 7-10 us with cold caches, so calls skip it otherwise)
+    needs_dims: bool = True
 
 
 class Executable:
@@ -61,10 +66,13 @@ class Executable:
         self.storages = liveness(plan)
         self._prepared: dict[tuple, _Prepared] = {}
         self._input_dims = []  # per input: (name, type, [(axis, symbol)])
+        self._checks = []  # per input: (dtype, rank, [(axis, static size)], [(axis, symbol)]) for bind
         for slot_i, name in zip(plan.inputs, plan.input_names):
             t = plan.slots[slot_i].type
             syms = [(ax, d) for ax, d in enumerate(t.shape) if isinstance(d, str) and dim_symbols(d) == (d,)]
             self._input_dims.append((name, t, syms))
+            self._checks.append((t.dtype.np, t.rank, [(ax, d) for ax, d in enumerate(t.shape) if isinstance(d, int)],
+                                 syms))
         self._symbols = sorted({d for _, _, syms in self._input_dims for _, d in syms})
         self._inplace = set(plan.inplace_inputs)
         # prepared state depends only on the symbols that size buffers the executable owns
@@ -93,20 +101,21 @@ class Executable:
             raise RuntimeInputError(f"@{self.plan.function} takes {len(self._input_dims)} inputs ({names}), "
                                     f"got {len(arrays)}")
         b: dict[str, int] = {}
-        for x, (name, t, syms) in zip(arrays, self._input_dims):
+        for x, (name, t, _), (dt, rank, static, syms) in zip(arrays, self._input_dims, self._checks):
             if not self._is_input_array(x):
                 raise RuntimeInputError(f"input {name!r}: expected {self.input_kinds} {t.pretty()}, "
                                         f"got {type(x).__name__}")
-            if np.dtype(x.dtype) != t.dtype.np:
+            if x.dtype != dt:
                 raise RuntimeInputError(f"input {name!r}: expected dtype {t.dtype} ({t.pretty()}), got {x.dtype}")
-            if x.ndim != t.rank:
+            shape = x.shape
+            if len(shape) != rank:
                 raise RuntimeInputError(f"input {name!r}: expected rank {t.rank} {t.pretty()}, got shape {x.shape}")
-            for ax, d in enumerate(t.shape):
-                if isinstance(d, int) and x.shape[ax] != d:
+            for ax, d in static:
+                if shape[ax] != d:
                     raise RuntimeInputError(f"input {name!r}: dim {ax} must be {d} ({t.pretty()}), "
                                             f"got shape {x.shape}")
             for ax, s in syms:
-                n = x.shape[ax]
+                n = shape[ax]
                 if b.setdefault(s, n) != n:
                     raise RuntimeInputError(f"input {name!r}: dim {ax} is {s!r}={b[s]} from an earlier input, "
                                             f"got {n}")
@@ -119,7 +128,7 @@ class Executable:
 
     def _prepared_for(self, bindings: dict[str, int]) -> _Prepared:
         """The prepared arena and argument lists for these symbol sizes (an LRU of ``MAX_PREPARED``)."""
-        key = tuple(bindings.get(s, 0) for s in self._key_symbols)
+        key = tuple([bindings.get(s, 0) for s in self._key_symbols])
         prep = self._prepared.get(key)
         if prep is None:
             if len(self._prepared) >= MAX_PREPARED:  # bound the memory held for past sizes
@@ -137,7 +146,8 @@ class Executable:
                 args[j] = a
         k = -1
         try:
-            with bound_dims(bindings):  # view kernels of per-call arrays may read symbol sizes
+            # view kernels of per-call arrays may read symbol sizes
+            with bound_dims(bindings) if prep.needs_dims else _NO_DIMS:
                 for fn, args, patches, k in prep.entries:
                     if patches is None:
                         fn(*args)
@@ -330,7 +340,7 @@ class Executable:
                 fresh.append((st.root, shapes[st.root], plan.slots[st.root].type.dtype.np,
                               slot_uses.get(st.root, [])))
         return _Prepared(entries, input_patches, staged, fresh, static, arena_bytes, result_sources, errors,
-                         tuple(sorted(error_arg)))
+                         tuple(sorted(error_arg)), needs_dims=any(p is not None for _, _, p, _ in entries))
 
     # -- reports ---------------------------------------------------------------------------
     def memory_report(self, bindings: dict[str, int]) -> dict:
