@@ -204,8 +204,9 @@ def test_threads_and_parallel_quantization(fmt):
        seed=st.integers(0, 999))
 def test_bound_call_is_qmatmul(fmt, m, act, strided, seed):
     """``Q.bound_call`` (what the lowered kernels call: the compiled entry point with the weight
-    arguments bound) gives ``Q.qmatmul``'s bits: grouped rows, a gated pair, no rows, and a
-    non-contiguous ``x`` (which must take the checked dispatcher path, not the C-layout entry)."""
+    arguments bound) and ``Q.fixed_call`` (a prebound step: every array bound, carved scratch)
+    give ``Q.qmatmul``'s bits: grouped rows, a gated pair, no rows, and a non-contiguous ``x``
+    (which must take the checked dispatcher path, not the C-layout entry)."""
     rng = np.random.default_rng(seed)
     k, n = 96, 40
     wide = rng.standard_normal((m, 2 * k)).astype(F32)
@@ -218,6 +219,12 @@ def test_bound_call_is_qmatmul(fmt, m, act, strided, seed):
     assert Q.qmatmul(Q.kernel_address(fmt, Q.current_isa()), np.ascontiguousarray(x), w, v, offsets, None, act, want)
     assert Q.bound_call(Q.kernel_address(fmt, Q.current_isa()), w, v)(x, offsets, Q._NO_BIAS, act, got) == 0
     assert np.array_equal(got, want)
+    fixed = Q.fixed_call(Q.kernel_address(fmt, Q.current_isa()), w, v, x, offsets, Q._NO_BIAS, act, got)
+    if m == 0 or strided:  # not bindable: the caller keeps the per-call path
+        assert fixed is None
+    else:
+        got[...] = np.nan
+        assert fixed() == 0 and fixed() == 0 and np.array_equal(got, want)  # its scratch is reused
     bad = np.array([0, m + 1, m + 1, m + 1], np.int64)
     assert Q.bound_call(Q.kernel_address(fmt, Q.current_isa()), w, v)(x, bad, Q._NO_BIAS, act, got) == -1
 

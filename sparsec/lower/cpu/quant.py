@@ -71,6 +71,19 @@ class _LastWeight:
         return self.p
 
 
+class _Fixed:
+    """What a prebound quantized step calls: ``Q.fixed_call`` for its arrays, for the weight
+    object(s) it was bound with (the step binds again if another weight object comes)."""
+    __slots__ = ("fn", "prep", "prep2")
+
+    def __init__(self, fn: int, prep: _LastWeight, prep2: _LastWeight | None = None):
+        self.fn, self.prep, self.prep2 = fn, prep, prep2
+
+    def __call__(self, w, w2, x, offsets, bias, act, out):
+        p = self.prep(w)
+        return Q.fixed_call(self.fn, p, self.prep2(w2) if self.prep2 is not None else p, x, offsets, bias, act, out)
+
+
 class _Bound:
     """``Q.bound_call`` for the last weight (and up weight) a kernel saw, bound again only when
     a different weight object comes (a step is called with the same weights every time)."""
@@ -104,6 +117,7 @@ def lower_linear(op) -> Kernel:
 
     prep = _LastWeight(op, w_t)
     bound = _Bound(fn, prep)
+    fixed = _Fixed(fn, prep)
 
     def run(x, w, *rest):
         bias, out = (rest[0], rest[1]) if has_bias else (None, rest[0])
@@ -124,10 +138,8 @@ def lower_linear(op) -> Kernel:
         bias, out = (rest[0], rest[1]) if has_bias else (None, rest[0])
         if not (native and contiguous(x, out) and (bias is None or contiguous(bias))):
             return None
-        call = bound(w)
         x2, out2 = (x, out) if x.ndim == 2 else (_rows(x), _rows(out))
-        b = Q._NO_BIAS if bias is None else bias
-        return lambda: call(x2, Q._NO_OFFSETS, b, L.ACT_NONE, out2)
+        return fixed(w, None, x2, Q._NO_OFFSETS, Q._NO_BIAS if bias is None else bias, L.ACT_NONE, out2)
     return Kernel(run, f"linear_{fmt}_{isa}", impl=_impl(isa), info={"isa": isa, "format": fmt}, bind=bind)
 
 
@@ -155,6 +167,7 @@ def lower_grouped(op, act: int) -> Kernel:
 
     prep, prep2 = _LastWeight(op, w_t), (_LastWeight(op, w2_t) if gated else None)
     bound = _Bound(fn, prep, prep2) if same else None
+    fixed = _Fixed(fn, prep, prep2) if same else None
 
     def run(x, w, *rest):
         w2, offsets, out = rest if gated else (None,) + rest
@@ -184,10 +197,12 @@ def lower_grouped(op, act: int) -> Kernel:
         w2, offsets, out = rest if gated else (None,) + rest
         if not (native and same and offsets.dtype == np.int64 and contiguous(x, offsets, out)):
             return None
-        call = bound(w, w2)
+        call = fixed(w, w2, x, offsets, Q._NO_BIAS, act, out)
+        if call is None:
+            return None
 
         def run_bound():
-            if call(x, offsets, Q._NO_BIAS, act, out) != 0:
+            if call() != 0:
                 raise bad(offsets, x.shape[0])
         return run_bound
     return Kernel(run, name, impl=_impl(isa), info={"isa": isa, "format": w_t.format}, bind=bind)
