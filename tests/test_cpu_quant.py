@@ -202,11 +202,11 @@ def test_threads_and_parallel_quantization(fmt):
 @settings(max_examples=8, deadline=None)
 @given(m=st.integers(0, 6), act=st.sampled_from([L.ACT_NONE, L.ACT_SILU]), strided=st.booleans(),
        seed=st.integers(0, 999))
-def test_bound_call_is_qmatmul(fmt, m, act, strided, seed):
-    """``Q.bound_call`` (what the lowered kernels call: the compiled entry point with the weight
-    arguments bound) and ``Q.fixed_call`` (a prebound step: every array bound, carved scratch)
-    give ``Q.qmatmul``'s bits: grouped rows, a gated pair, no rows, and a non-contiguous ``x``
-    (which must take the checked dispatcher path, not the C-layout entry)."""
+def test_fixed_call_is_qmatmul(fmt, m, act, strided, seed):
+    """``Q.fixed_call`` (what a prebound quantized step calls: the compiled entry point with every
+    array and a carved scratch bound) gives ``Q.qmatmul``'s bits: grouped rows, a gated pair, a
+    scratch reused across calls, and -1 for malformed offsets. No rows, or a non-contiguous
+    ``x`` (which the C-layout entry must not see), give None: the step keeps its per-call path."""
     rng = np.random.default_rng(seed)
     k, n = 96, 40
     wide = rng.standard_normal((m, 2 * k)).astype(F32)
@@ -215,18 +215,18 @@ def test_bound_call_is_qmatmul(fmt, m, act, strided, seed):
     cut = sorted(rng.integers(0, m + 1, 2).tolist())
     offsets = np.array([0, *cut, m], np.int64)
     v = w2 if act != L.ACT_NONE else w
+    fn = Q.kernel_address(fmt, Q.current_isa())
     want, got = np.full((m, n), np.nan, F32), np.full((m, n), np.nan, F32)
-    assert Q.qmatmul(Q.kernel_address(fmt, Q.current_isa()), np.ascontiguousarray(x), w, v, offsets, None, act, want)
-    assert Q.bound_call(Q.kernel_address(fmt, Q.current_isa()), w, v)(x, offsets, Q._NO_BIAS, act, got) == 0
-    assert np.array_equal(got, want)
-    fixed = Q.fixed_call(Q.kernel_address(fmt, Q.current_isa()), w, v, x, offsets, Q._NO_BIAS, act, got)
-    if m == 0 or strided:  # not bindable: the caller keeps the per-call path
-        assert fixed is None
-    else:
-        got[...] = np.nan
-        assert fixed() == 0 and fixed() == 0 and np.array_equal(got, want)  # its scratch is reused
+    assert Q.qmatmul(fn, np.ascontiguousarray(x), w, v, offsets, None, act, want)
+    fixed = Q.fixed_call(fn, w, v, x, offsets, Q._NO_BIAS, act, got)
     bad = np.array([0, m + 1, m + 1, m + 1], np.int64)
-    assert Q.bound_call(Q.kernel_address(fmt, Q.current_isa()), w, v)(x, bad, Q._NO_BIAS, act, got) == -1
+    if m == 0 or strided:  # not bindable: the caller keeps the per-call path
+        assert fixed is None and Q.fixed_call(fn, w, v, x, bad, Q._NO_BIAS, act, got) is None
+        return
+    assert fixed() == 0 and np.array_equal(got, want)
+    got[...] = np.nan
+    assert fixed() == 0 and np.array_equal(got, want)  # its scratch is reused
+    assert Q.fixed_call(fn, w, v, x, bad, Q._NO_BIAS, act, got)() == -1
 
 
 def exact_weight(rng, fmt, n, k) -> QuantizedTensor:

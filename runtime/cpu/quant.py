@@ -508,38 +508,14 @@ def qmatmul(fn: int, x: np.ndarray, w: Prepared, w2: Prepared | None, offsets, b
                         _NO_BIAS if bias is None else bias, act, num_threads(), out, ITEMS_PER_THREAD, _NO_SCRATCH) == 0
 
 
-def bound_call(fn: int, w: Prepared, v: Prepared):
-    """``call(x, offsets, bias, act, out) -> 0 | -1``: ``qmatmul_rows`` with the kernel address,
-    the format codes and the arrays of ``w`` (and ``v``, the up weight of a gated product, else
-    ``w``) bound, through the compiled function's entry point (no type dispatch on its 24
-    arguments). A lowered op binds it once per weight: at one token the Python between a step
-    and the kernel measured about 1 us of a 3-5 us call. ``x`` f32 ``[M >= 1, K]`` C-contiguous,
-    ``offsets`` int64 (empty: one group), ``bias`` f32 (``_NO_BIAS``: none), ``out`` f32 ``[M, N]``."""
-    bits, S, has_m, i8c, cmul = w.codes
-    head = (fn, bits, S, has_m, i8c, cmul) + w.parts + v.parts + (w.ng, w.nlast, w.nsub)
-    entry = _entry_point(head + (np.zeros((1, w.K), np.float32), _NO_OFFSETS, _NO_BIAS, ACT_NONE, 1,
-                                 np.zeros((1, w.N), np.float32), ITEMS_PER_THREAD, _NO_SCRATCH))
-    scratch = [_NO_SCRATCH, -1, -1]  # the buffer (grown to the largest need, then reused), its rows, act
-
-    def call(x, offsets, bias, act, out):
-        if x.shape[0] == 0 or not (x.flags.c_contiguous and out.flags.c_contiguous and bias.flags.c_contiguous
-                                   and offsets.flags.c_contiguous):  # the entry point assumes C layout
-            return 0 if qmatmul(fn, x, w, v, offsets if offsets.size else None, bias if bias.size else None, act,
-                                out) else -1
-        m = x.shape[0]
-        if m != scratch[1] or act != scratch[2]:
-            need = scratch_bytes(m, out.shape[1], w.nsub, S, has_m, act != ACT_NONE)
-            if scratch[0].size < need:
-                scratch[0] = np.empty(need, np.int8)
-            scratch[1], scratch[2] = m, act
-        return entry(*head, x, offsets, bias, act, num_threads(), out, ITEMS_PER_THREAD, scratch[0])
-    return call
-
-
 def fixed_call(fn: int, w: Prepared, v: Prepared, x, offsets, bias, act: int, out):
-    """``bound_call`` with every array fixed too (a prebound step: checked once, here): a
-    no-argument callable returning 0 or -1, or None when the arrays do not allow it (no rows, not
-    C-contiguous). Per call it only reads the thread count (``numba.set_num_threads`` applies)."""
+    """``qmatmul`` for a prebound step: the compiled entry point of ``qmatmul_rows`` with the
+    kernel address, the weights, every array and a scratch buffer bound once (no type dispatch
+    on its 25 arguments, no per-call checks or allocations). A no-argument callable returning 0,
+    or -1 for malformed offsets; None when the arrays do not allow it (no rows, or not
+    C-contiguous: the entry point assumes C layout). Per call it reads only the thread count
+    (``numba.set_num_threads`` applies). ``x`` f32 ``[M, K]``, ``offsets`` int64 (empty: one
+    group), ``bias`` f32 (``_NO_BIAS``: none), ``out`` f32 ``[M, N]``."""
     if x.shape[0] == 0 or not (x.flags.c_contiguous and out.flags.c_contiguous and bias.flags.c_contiguous
                                and offsets.flags.c_contiguous):
         return None

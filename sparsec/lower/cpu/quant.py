@@ -71,36 +71,6 @@ class _LastWeight:
         return self.p
 
 
-class _Fixed:
-    """What a prebound quantized step calls: ``Q.fixed_call`` for its arrays, for the weight
-    object(s) it was bound with (the step binds again if another weight object comes)."""
-    __slots__ = ("fn", "prep", "prep2")
-
-    def __init__(self, fn: int, prep: _LastWeight, prep2: _LastWeight | None = None):
-        self.fn, self.prep, self.prep2 = fn, prep, prep2
-
-    def __call__(self, w, w2, x, offsets, bias, act, out):
-        p = self.prep(w)
-        return Q.fixed_call(self.fn, p, self.prep2(w2) if self.prep2 is not None else p, x, offsets, bias, act, out)
-
-
-class _Bound:
-    """``Q.bound_call`` for the last weight (and up weight) a kernel saw, bound again only when
-    a different weight object comes (a step is called with the same weights every time)."""
-    __slots__ = ("fn", "prep", "prep2", "w", "w2", "call")
-
-    def __init__(self, fn: int, prep: _LastWeight, prep2: _LastWeight | None = None):
-        self.fn, self.prep, self.prep2 = fn, prep, prep2
-        self.w = self.w2 = self.call = None
-
-    def __call__(self, w, w2=None):
-        if w is not self.w or w2 is not self.w2 or self.call is None:
-            p = self.prep(w)
-            self.call = Q.bound_call(self.fn, p, self.prep2(w2) if self.prep2 is not None else p)
-            self.w, self.w2 = w, w2
-        return self.call
-
-
 def _impl(isa: str) -> str:
     return "numba" if isa == "generic" else "llvm"
 
@@ -116,16 +86,11 @@ def lower_linear(op) -> Kernel:
     native = dtype == F32
 
     prep = _LastWeight(op, w_t)
-    bound = _Bound(fn, prep)
-    fixed = _Fixed(fn, prep)
 
     def run(x, w, *rest):
         bias, out = (rest[0], rest[1]) if has_bias else (None, rest[0])
-        x2, out2 = (x, out) if x.ndim == 2 else (_rows(x), _rows(out))
-        if native:
-            bound(w)(x2, Q._NO_OFFSETS, Q._NO_BIAS if bias is None else bias, L.ACT_NONE, out2)
-            return
         p = prep(w)
+        x2, out2 = (x, out) if x.ndim == 2 else (_rows(x), _rows(out))
         if not native:
             x2 = x2.astype(F32)
             bias = None if bias is None else bias.astype(F32)
@@ -139,7 +104,8 @@ def lower_linear(op) -> Kernel:
         if not (native and contiguous(x, out) and (bias is None or contiguous(bias))):
             return None
         x2, out2 = (x, out) if x.ndim == 2 else (_rows(x), _rows(out))
-        return fixed(w, None, x2, Q._NO_OFFSETS, Q._NO_BIAS if bias is None else bias, L.ACT_NONE, out2)
+        p = prep(w)
+        return Q.fixed_call(fn, p, p, x2, Q._NO_OFFSETS, Q._NO_BIAS if bias is None else bias, L.ACT_NONE, out2)
     return Kernel(run, f"linear_{fmt}_{isa}", impl=_impl(isa), info={"isa": isa, "format": fmt}, bind=bind)
 
 
@@ -166,16 +132,10 @@ def lower_grouped(op, act: int) -> Kernel:
                           f"got {offsets.tolist()}")
 
     prep, prep2 = _LastWeight(op, w_t), (_LastWeight(op, w2_t) if gated else None)
-    bound = _Bound(fn, prep, prep2) if same else None
-    fixed = _Fixed(fn, prep, prep2) if same else None
 
     def run(x, w, *rest):
         w2, offsets, out = rest if gated else (None,) + rest
         offsets = as_i64(offsets)
-        if native and same:
-            if bound(w, w2)(x, offsets, Q._NO_BIAS, act, out) != 0:
-                raise bad(offsets, x.shape[0])
-            return
         p = prep(w)
         if not native:
             x = x.astype(F32)
@@ -195,9 +155,10 @@ def lower_grouped(op, act: int) -> Kernel:
 
     def bind(x, w, *rest):
         w2, offsets, out = rest if gated else (None,) + rest
-        if not (native and same and offsets.dtype == np.int64 and contiguous(x, offsets, out)):
+        if not (native and same and offsets.dtype == np.int64):
             return None
-        call = fixed(w, w2, x, offsets, Q._NO_BIAS, act, out)
+        p = prep(w)
+        call = Q.fixed_call(fn, p, prep2(w2) if gated else p, x, offsets, Q._NO_BIAS, act, out)
         if call is None:
             return None
 
