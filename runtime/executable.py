@@ -65,15 +65,14 @@ class Executable:
         self.plan = plan
         self.storages = liveness(plan)
         self._prepared: dict[tuple, _Prepared] = {}
-        self._input_dims = []  # per input: (name, type, [(axis, symbol)])
-        self._checks = []  # per input: (dtype, rank, [(axis, static size)], [(axis, symbol)]) for bind
+        # per input: (name, type, [(axis, symbol)], NumPy dtype, [(axis, static size)]): what bind checks
+        self._input_dims = []
         for slot_i, name in zip(plan.inputs, plan.input_names):
             t = plan.slots[slot_i].type
             syms = [(ax, d) for ax, d in enumerate(t.shape) if isinstance(d, str) and dim_symbols(d) == (d,)]
-            self._input_dims.append((name, t, syms))
-            self._checks.append((t.dtype.np, t.rank, [(ax, d) for ax, d in enumerate(t.shape) if isinstance(d, int)],
-                                 syms))
-        self._symbols = sorted({d for _, _, syms in self._input_dims for _, d in syms})
+            static = [(ax, d) for ax, d in enumerate(t.shape) if isinstance(d, int)]
+            self._input_dims.append((name, t, syms, t.dtype.np, static))
+        self._symbols = sorted({d for _, _, syms, _, _ in self._input_dims for _, d in syms})
         self._inplace = set(plan.inplace_inputs)
         # prepared state depends only on the symbols that size buffers the executable owns
         # (a KV cache length ``ctx`` that only sizes donated inputs does not force a new plan)
@@ -97,18 +96,18 @@ class Executable:
     def bind(self, arrays) -> dict[str, int]:
         """Check the inputs against the function's types; returns the symbol sizes they give."""
         if len(arrays) != len(self._input_dims):
-            names = ", ".join(n for n, _, _ in self._input_dims)
+            names = ", ".join(d[0] for d in self._input_dims)
             raise RuntimeInputError(f"@{self.plan.function} takes {len(self._input_dims)} inputs ({names}), "
                                     f"got {len(arrays)}")
         b: dict[str, int] = {}
-        for x, (name, t, _), (dt, rank, static, syms) in zip(arrays, self._input_dims, self._checks):
+        for x, (name, t, syms, dt, static) in zip(arrays, self._input_dims):
             if not self._is_input_array(x):
                 raise RuntimeInputError(f"input {name!r}: expected {self.input_kinds} {t.pretty()}, "
                                         f"got {type(x).__name__}")
             if x.dtype != dt:
                 raise RuntimeInputError(f"input {name!r}: expected dtype {t.dtype} ({t.pretty()}), got {x.dtype}")
             shape = x.shape
-            if len(shape) != rank:
+            if len(shape) != t.rank:
                 raise RuntimeInputError(f"input {name!r}: expected rank {t.rank} {t.pretty()}, got shape {x.shape}")
             for ax, d in static:
                 if shape[ax] != d:
@@ -197,7 +196,7 @@ class Executable:
         import time
         t0 = time.perf_counter()
         b = {s: 1 for s in self._symbols}
-        arrays = [np.ones(t.concrete(b), t.dtype.np) for _, t, _ in self._input_dims]
+        arrays = [np.ones(t.concrete(b), t.dtype.np) for _, t, *_ in self._input_dims]
         for i in self._inplace:  # updated in place: generate passes strided KV-cache slices
             t = self._input_dims[i][1]
             shape = t.concrete(b)
@@ -279,7 +278,7 @@ class Executable:
                 if pos not in self._inplace and i not in output_roots and nbytes[i] <= self.stage_input_bytes \
                         and isinstance(t, TensorType) \
                         and all(isinstance(d, int) or set(dim_symbols(d)) <= set(self._key_symbols) for d in t.shape):
-                    staged[pos] = static[i] = np.empty(shapes[i], plan.slots[i].type.dtype.np)
+                    staged[pos] = static[i] = np.empty(shapes[i], t.dtype.np)
         staged_slots = {plan.inputs[pos] for pos in staged}
 
         errors, error_arg = self._error_slots()

@@ -116,7 +116,7 @@ class CudaExecutable(Executable):
         if simulator() and not force:
             return 0.0
         b = {s: 1 for s in self._symbols}
-        arrays = [np.ones(t.concrete(b), t.dtype.np) for _, t, _ in self._input_dims]
+        arrays = [np.ones(t.concrete(b), t.dtype.np) for _, t, *_ in self._input_dims]
         for i in self._inplace:  # as generate passes them: the first ctx positions of a longer cache
             t = self._input_dims[i][1]
             shape = t.concrete(b)
