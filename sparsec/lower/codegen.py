@@ -626,10 +626,7 @@ def build(prog: Program, groups: list[list[int]], input_is_u16: list[bool], outp
     nout = len(prog.outputs)
     ins = [f"a{j}" for j in range(n_operands)]
     outs = [f"o{k}" for k in range(nout)]
-    lines = [f"def fn({', '.join(ins + outs)}):"]
     simple = dim_source is None
-    if simple:
-        lines.append("    s = o0.shape")
     sizes = []
     for g in groups:
         if simple:
@@ -644,50 +641,25 @@ def build(prog: Program, groups: list[list[int]], input_is_u16: list[bool], outp
             args.append(f"a{j}.reshape(-1)" + (".view(_u16)" if input_is_u16[j] else ""))
     for k in range(nout):
         args.append(f"o{k}.reshape(-1)" + (".view(_u16)" if output_is_u16[k] else ""))
-    if parallel == "never":
-        lines.append(f"    _ser({', '.join(sizes + args)})")
-    else:
-        if simple:
-            lines.append(f"    if o0.size >= {th}:")
-            call = sizes
-        else:
-            lines += [f"    n{k} = {e}" for k, e in enumerate(sizes)]
-            call = [f"n{k}" for k in range(len(sizes))]
-            lines.append(f"    if {' * '.join(call)} >= {th}:")
-        lines.append(f"        _par({', '.join(call + args)})")
-        lines.append("    else:")
-        lines.append(f"        _ser({', '.join(call + args)})")
+    # fn computes the sizes and flat views per call; bind (Kernel.bind) the same expressions once,
+    # then returns the call with them fixed (None unless every array is C-contiguous: a reshape
+    # that copies would leave the bound call a stale array)
+    params = ", ".join(ins + outs)
+    head = ["    s = o0.shape"] if simple else []
+    head += [f"    n{k} = {e}" for k, e in enumerate(sizes)]
+    call = ", ".join([f"n{k}" for k in range(len(sizes))] + args)
+    big = "False" if parallel == "never" else f"{' * '.join(f'n{k}' for k in range(len(sizes))) or '1'} >= {th}"
+    contiguous = " and ".join(f"{a}.flags.c_contiguous" for a in ins + outs)
+    lines = [f"def fn({params}):", *head,
+             f"    if {big}:", f"        _par({call})", "    else:", f"        _ser({call})",
+             "", f"def bind({params}):", f"    if not ({contiguous}):", "        return None", *head,
+             f"    args = ({call},)", f"    if {big}:",
+             "        return lambda: _par(*args)  # the current _par: compiled on first use when lazy",
+             "    return lambda: _ser(*args)"]
     code = "\n".join(lines) + "\n"
     key = kernel_cache.kernel_key(src)
     exec(compile(code, f"<sparsec elementwise wrapper {key[:12]}>", "exec"), ns)
-    fn = ns["fn"]
-
-    def bind(*arrays):
-        """``fn`` with these arrays: what its generated body computes per call, computed now."""
-        if not all(a.flags.c_contiguous for a in arrays):
-            return None  # a reshape would copy: the bound call would not see later writes
-        ins_, outs_ = arrays[:n_operands], arrays[n_operands:]
-        if simple:
-            shape = outs_[0].shape
-            n = [int(np.prod([shape[d] for d in g], dtype=np.int64)) for g in groups]
-        else:
-            n = [int(np.prod([outs_[dim_source[d][0]].shape[dim_source[d][1]] for d in g], dtype=np.int64))
-                 for g in groups]
-        flat = []
-        for j in range(len(prog.inputs)):
-            if j >= n_operands:
-                flat.append(ns[f"_c{j - n_operands}"])
-            else:
-                a = ins_[j].reshape(-1)
-                flat.append(a.view(_U16) if input_is_u16[j] else a)
-        for k in range(nout):
-            o = outs_[k].reshape(-1)
-            flat.append(o.view(_U16) if output_is_u16[k] else o)
-        call_args = tuple(n) + tuple(flat)
-        if parallel != "never" and int(np.prod(n, dtype=np.int64)) >= th:
-            return lambda: ns["_par"](*call_args)  # (compiled on first use when "lazy")
-        ser_ = ns["_ser"]
-        return lambda: ser_(*call_args)
+    fn, bind = ns["fn"], ns["bind"]
     return ElementwiseKernel(fn=fn, source=src, key=key, ndim=prog.ndim, threshold=th,
                              info={"loops": prog.ndim, "cost": prog.cost(), "parallel_threshold": th,
                                    "parallel": parallel, "wrapper": code}, bind=bind)
