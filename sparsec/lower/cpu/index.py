@@ -72,23 +72,24 @@ def lower_embedding(op) -> Kernel:
         from . import quant
         return quant.lower_embedding(op)
 
-    def run(ids, table, out):
-        idx = as_i64(ids).reshape(-1)
+    def args(idx, table, out):
         vocab, dim = table.shape
-        check(idx, vocab, X.gather_rows(byte_rows(table, 1, vocab, dim), idx, 1, out.nbytes >= X.PARALLEL_BYTES,
-                                        byte_rows(out, 1, idx.size, dim)))
+        return byte_rows(table, 1, vocab, dim), idx, 1, out.nbytes >= X.PARALLEL_BYTES, byte_rows(out, 1, idx.size, dim)
 
     def check(idx, vocab, bad):
         if bad >= 0:
             raise out_of_range(op, idx, bad, vocab, f"an embedding table of {vocab} rows")
 
+    def run(ids, table, out):
+        idx = as_i64(ids).reshape(-1)
+        check(idx, table.shape[0], X.gather_rows(*args(idx, table, out)))
+
     def bind(ids, table, out):
         if ids.dtype != np.int64 or not contiguous(ids, table, out):
             return None
         idx = ids.reshape(-1)
-        vocab, dim = table.shape
-        args = (byte_rows(table, 1, vocab, dim), idx, 1, out.nbytes >= X.PARALLEL_BYTES, byte_rows(out, 1, idx.size, dim))
-        return lambda: check(idx, vocab, X.gather_rows(*args))
+        bound, vocab = args(idx, table, out), table.shape[0]
+        return lambda: check(idx, vocab, X.gather_rows(*bound))
     return Kernel(run, "gather_rows", impl="numba", bind=bind)
 
 

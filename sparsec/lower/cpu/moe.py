@@ -56,19 +56,22 @@ def lower_softmax_topk(op) -> Kernel:
                                                              common.arr(np.int64)))
     direct = x.dtype.np == ct
 
+    def args(xf, vals_flat, idx):
+        return xf, xf.size // n, n, k, normalize, rnd, vals_flat, idx.reshape(-1)
+
     def run(xa, vals, idx):
         if direct:
-            kern(xa.reshape(-1), xa.size // n, n, k, normalize, rnd, vals.reshape(-1), idx.reshape(-1))
+            kern(*args(xa.reshape(-1), vals.reshape(-1), idx))
             return
         v = np.empty(vals.size, ct)
-        kern(xa.reshape(-1).astype(ct), xa.size // n, n, k, normalize, rnd, v, idx.reshape(-1))
+        kern(*args(xa.reshape(-1).astype(ct), v, idx))
         np.copyto(vals.reshape(-1), v, casting="unsafe")
 
     def bind(xa, vals, idx):
         if not (direct and contiguous(xa, vals, idx)):
             return None
-        args = (xa.reshape(-1), xa.size // n, n, k, normalize, rnd, vals.reshape(-1), idx.reshape(-1))
-        return lambda: kern(*args)
+        bound = args(xa.reshape(-1), vals.reshape(-1), idx)
+        return lambda: kern(*bound)
     return Kernel(run, f"softmax_topk_{dt}", impl="numba", bind=bind)
 
 
@@ -101,18 +104,19 @@ def lower_moe_permute(op) -> Kernel:
             raise IndexError(f"{op.describe()}: order entry {int(idx[bad])} is out of range [0, {t * top_k}) "
                              f"(tokens*top_k = {t}*{top_k})")
 
-    def run(x, order, out):
+    def args(x, idx, out):
         t, h = x.shape
+        return byte_rows(x, 1, t, h), idx, top_k, out.nbytes >= X.PARALLEL_BYTES, byte_rows(out, 1, idx.size, h)
+
+    def run(x, order, out):
         idx = as_i64(order)
-        check(idx, t, X.gather_rows(byte_rows(x, 1, t, h), idx, top_k, out.nbytes >= X.PARALLEL_BYTES,
-                                    byte_rows(out, 1, idx.size, h)))
+        check(idx, x.shape[0], X.gather_rows(*args(x, idx, out)))
 
     def bind(x, order, out):
         if order.dtype != np.int64 or not contiguous(x, order, out):
             return None
-        t, h = x.shape
-        args = (byte_rows(x, 1, t, h), order, top_k, out.nbytes >= X.PARALLEL_BYTES, byte_rows(out, 1, order.size, h))
-        return lambda: check(order, t, X.gather_rows(*args))
+        bound, t = args(x, order, out), x.shape[0]
+        return lambda: check(order, t, X.gather_rows(*bound))
     return Kernel(run, "moe_permute", impl="numba", bind=bind)
 
 

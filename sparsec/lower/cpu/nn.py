@@ -49,21 +49,23 @@ def lower_rms_norm(op: Operation) -> Kernel:
     ser, par = common.specialize(rt.rms_norm_rows, sig), common.Lazy(rt.rms_norm_rows_par, sig)
     direct = out_dt.np == ct2  # the result dtype is the compute dtype: write in place
 
-    def fn(xa, wa, out):
+    def sizes(xa):
+        """(kernel, rows, row length) for ``xa``."""
         d = xa.shape[-1] if xa.ndim else 1
-        n = xa.size
-        rows = n // d if d else 0
-        res = out.reshape(-1) if direct else np.empty(n, ct2)
-        (par if n >= PARALLEL_MIN_ELEMENTS and rows > 1 else ser)(_flat(xa, ct), _flat(wa, ct2), rows, d, eps, res, rnd)
+        rows = xa.size // d if d else 0
+        return (par if xa.size >= PARALLEL_MIN_ELEMENTS and rows > 1 else ser), rows, d
+
+    def fn(xa, wa, out):
+        k, rows, d = sizes(xa)
+        res = out.reshape(-1) if direct else np.empty(xa.size, ct2)
+        k(_flat(xa, ct), _flat(wa, ct2), rows, d, eps, res, rnd)
         if not direct:
             np.copyto(out.reshape(-1), res, casting="unsafe")
 
     def bind(xa, wa, out):
         if not (direct and xa.dtype == ct and wa.dtype == ct2 and contiguous(xa, wa, out)):
             return None
-        d = xa.shape[-1] if xa.ndim else 1
-        rows = xa.size // d if d else 0
-        k = par if xa.size >= PARALLEL_MIN_ELEMENTS and rows > 1 else ser
+        k, rows, d = sizes(xa)
         args = (xa.reshape(-1), wa.reshape(-1), rows, d, eps, out.reshape(-1), rnd)
         return lambda: k(*args)
     return Kernel(fn, name=f"rms_norm_{x.dtype.name}", impl="numba", bind=bind)
@@ -135,26 +137,8 @@ def lower_rope(op: Operation) -> Kernel:
     ser, par = common.specialize(rt.rope_rows, sig), common.Lazy(rt.rope_rows_par, sig)
     direct = x.dtype.np == ct
 
-    def fn(xa, pos, out):
-        s = xa.shape
-        seq = s[-2]
-        if batched:
-            nb = s[0]
-            m = xa.size // (nb * seq * d) if nb * seq else 0
-            pb = pos.shape[0]
-        else:
-            nb, m, pb = 1, (xa.size // (seq * d) if seq else 0), 1
-        cos_t, sin_t = _rope_table(inv_key, inv, pos)
-        res = out.reshape(-1) if direct else np.empty(xa.size, ct)
-        (par if xa.size >= PARALLEL_MIN_ELEMENTS and nb * m * seq > 1 else ser)(
-            _flat(xa, ct), nb, m, seq, d, r, pb, cos_t, sin_t, interleaved, res)
-        if not direct:
-            np.copyto(out.reshape(-1), res, casting="unsafe")
-
-    def bind(xa, pos, out):
-        """The sizes and flat views now; the tables per call (the positions change)."""
-        if not (direct and xa.dtype == ct and contiguous(xa, pos, out)):
-            return None
+    def sizes(xa, pos):
+        """(kernel, batch, rows per batch, seq, positions' batch) for ``xa`` and ``pos``."""
         s = xa.shape
         seq = s[-2]
         if batched:
@@ -162,7 +146,21 @@ def lower_rope(op: Operation) -> Kernel:
             m = xa.size // (nb * seq * d) if nb * seq else 0
         else:
             nb, m, pb = 1, (xa.size // (seq * d) if seq else 0), 1
-        k = par if xa.size >= PARALLEL_MIN_ELEMENTS and nb * m * seq > 1 else ser
+        return (par if xa.size >= PARALLEL_MIN_ELEMENTS and nb * m * seq > 1 else ser), nb, m, seq, pb
+
+    def fn(xa, pos, out):
+        k, nb, m, seq, pb = sizes(xa, pos)
+        cos_t, sin_t = _rope_table(inv_key, inv, pos)
+        res = out.reshape(-1) if direct else np.empty(xa.size, ct)
+        k(_flat(xa, ct), nb, m, seq, d, r, pb, cos_t, sin_t, interleaved, res)
+        if not direct:
+            np.copyto(out.reshape(-1), res, casting="unsafe")
+
+    def bind(xa, pos, out):
+        """The sizes and flat views now; the tables per call (the positions change)."""
+        if not (direct and xa.dtype == ct and contiguous(xa, pos, out)):
+            return None
+        k, nb, m, seq, pb = sizes(xa, pos)
         head, tail = (xa.reshape(-1), nb, m, seq, d, r, pb), (interleaved, out.reshape(-1))
 
         def run_bound():

@@ -155,16 +155,18 @@ def lower_transpose(op: Operation) -> Kernel:
         lead = tuple(i for g in groups[:-2] for i in g)
         rows_d, cols_d = tuple(groups[-2]), tuple(groups[-1])
 
-        def fn(xa, out):
+        def args(xa, out):
             s = xa.shape
-            k(xa.reshape(-1).view(u), _prod(s, lead), _prod(s, rows_d), _prod(s, cols_d), out.reshape(-1).view(u))
+            return xa.reshape(-1).view(u), _prod(s, lead), _prod(s, rows_d), _prod(s, cols_d), out.reshape(-1).view(u)
+
+        def fn(xa, out):
+            k(*args(xa, out))
 
         def bind_tiles(xa, out):
             if not contiguous(xa, out):
                 return None
-            s = xa.shape
-            args = (xa.reshape(-1).view(u), _prod(s, lead), _prod(s, rows_d), _prod(s, cols_d), out.reshape(-1).view(u))
-            return lambda: k(*args)
+            bound = args(xa, out)
+            return lambda: k(*bound)
         return Kernel(fn, name=f"transpose_tiles{x.dtype.np.itemsize * 8}", impl="numba", bind=bind_tiles)
 
     def fn(xa, out):
