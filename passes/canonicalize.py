@@ -35,11 +35,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..ir import Operation, OpResult, TensorType, Value
+from ..ir import Operation, TensorType, Value
 from ..ir.dtypes import DType
 from ..ir.opdef import REGISTRY, get_opdef
 from .registry import Pass, Statistics, option, register_pass
-from .rewrite import Pattern, Rewriter, apply_patterns
+from .rewrite import Pattern, Rewriter, apply_patterns, producer
 
 __all__ = ["Canonicalize", "canonicalization", "canonicalization_patterns", "fold_constant_pattern"]
 
@@ -76,23 +76,16 @@ def canonicalization_patterns() -> list[Pattern]:
 # ---------------------------------------------------------------------------------------------
 # helpers
 
-def _producer(v: Value, *names: str) -> Operation | None:
-    """The op defining ``v`` when it is one of ``names`` (any op when none are given)."""
-    if isinstance(v, OpResult) and (not names or v.op.name in names):
-        return v.op
-    return None
-
-
 def constant_value(v: Value) -> np.ndarray | None:
     """The array of ``v`` when ``v`` is the result of an ``sc.constant``, else None."""
-    op = _producer(v, "sc.constant")
+    op = producer(v, "sc.constant")
     return None if op is None else op.attrs["value"]
 
 
 def _is_splat(v: Value, x) -> bool:
     """Whether every element of ``v`` is ``x``: ``v`` is a constant (any shape) or a
     ``broadcast_to`` of one (zeros of a symbolic shape) whose elements all equal ``x``."""
-    while (src := _producer(v, "sc.broadcast_to")) is not None:
+    while (src := producer(v, "sc.broadcast_to")) is not None:
         v = src.operands[0]
     arr = constant_value(v)
     if arr is None:
@@ -139,7 +132,7 @@ def _is_additive_identity(v: Value, dtype: DType) -> bool:
         return False
     if not dtype.is_float:
         return True
-    while (src := _producer(v, "sc.broadcast_to")) is not None:
+    while (src := producer(v, "sc.broadcast_to")) is not None:
         v = src.operands[0]
     arr = constant_value(v)
     return arr is not None and bool(np.all(np.signbit(arr.astype(np.float64))))
@@ -212,14 +205,14 @@ def int_sub_self(op: Operation, rw: Rewriter) -> bool:
 @canonicalization("sc.neg", name="neg-neg")
 def neg_neg(op: Operation, rw: Rewriter) -> bool:
     """``neg(neg(x)) -> x``: exact (integer negation wraps, so even the minimum is restored)."""
-    inner = _producer(op.operands[0], "sc.neg")
+    inner = producer(op.operands[0], "sc.neg")
     return inner is not None and _replace_by(op, rw, inner.operands[0])
 
 
 @canonicalization("sc.logical_not", name="not-not")
 def not_not(op: Operation, rw: Rewriter) -> bool:
     """``logical_not(logical_not(x)) -> x``."""
-    inner = _producer(op.operands[0], "sc.logical_not")
+    inner = producer(op.operands[0], "sc.logical_not")
     return inner is not None and _replace_by(op, rw, inner.operands[0])
 
 
@@ -227,7 +220,7 @@ def not_not(op: Operation, rw: Rewriter) -> bool:
 def idempotent_unary(op: Operation, rw: Rewriter) -> bool:
     """``abs(abs(x)) -> abs(x)`` and ``relu(relu(x)) -> relu(x)``: applying either op to its own
     result changes nothing."""
-    inner = _producer(op.operands[0], op.name)
+    inner = producer(op.operands[0], op.name)
     return inner is not None and _replace_by(op, rw, inner.result)
 
 
@@ -236,7 +229,7 @@ def abs_neg(op: Operation, rw: Rewriter) -> bool:
     """``abs(neg(x)) -> abs(x)`` for floats and signed integers: ``|-x| = |x|`` (for the minimum
     integer both sides wrap to the same value). Not for unsigned integers, where ``neg`` wraps
     (``-7`` is 249 in ui8) and ``abs`` does nothing."""
-    inner = _producer(op.operands[0], "sc.neg")
+    inner = producer(op.operands[0], "sc.neg")
     if inner is None or op.result.type.dtype.np.kind == "u":
         return False
     rw.replace(op, [rw.create(op, "sc.abs", [inner.operands[0]]).result])
@@ -279,7 +272,7 @@ def cast_noop(op: Operation, rw: Rewriter) -> bool:
 def cast_round_trip(op: Operation, rw: Rewriter) -> bool:
     """``cast(cast(x, wide), dtype of x) -> x`` when ``x -> wide`` is exact (f16 -> f32 -> f16,
     i32 -> i64 -> i32, bf16 -> f32 -> bf16, bool -> anything -> bool; see ``exact_cast``)."""
-    inner = _producer(op.operands[0], "sc.cast")
+    inner = producer(op.operands[0], "sc.cast")
     if inner is None:
         return False
     x = inner.operands[0]
@@ -308,7 +301,7 @@ def view_chain_noop(op: Operation, rw: Rewriter) -> bool:
     """``view(view(x)) -> x`` for reshape/expand_dims/squeeze chains that come back to ``x``'s
     type (``squeeze(expand_dims(x, [0]), [0])``): neither op moves an element in row-major
     order, so the same shape means the same tensor."""
-    inner = _producer(op.operands[0], *_VIEW_OPS)
+    inner = producer(op.operands[0], *_VIEW_OPS)
     return inner is not None and _replace_by(op, rw, inner.operands[0])
 
 
@@ -317,7 +310,7 @@ def reshape_of_view(op: Operation, rw: Rewriter) -> bool:
     """``reshape(view(x), s) -> reshape(x, s)`` where view is a reshape, expand_dims or squeeze:
     the view keeps the elements in row-major order and their count, so reshaping ``x``
     directly gives the same tensor (``s`` stays valid: the element count is the same)."""
-    inner = _producer(op.operands[0], *_VIEW_OPS)
+    inner = producer(op.operands[0], *_VIEW_OPS)
     if inner is None:
         return False
     new = rw.create(op, "sc.reshape", [inner.operands[0]], {"shape": op.attrs["shape"]})
@@ -337,7 +330,7 @@ def transpose_identity(op: Operation, rw: Rewriter) -> bool:
 def transpose_transpose(op: Operation, rw: Rewriter) -> bool:
     """``transpose(transpose(x, p), q) -> transpose(x, [p[i] for i in q])`` (result dim ``i`` is
     inner dim ``q[i]``, which is ``x`` dim ``p[q[i]]``), or ``x`` when that is the identity."""
-    inner = _producer(op.operands[0], "sc.transpose")
+    inner = producer(op.operands[0], "sc.transpose")
     if inner is None:
         return False
     p, q = list(inner.attrs["perm"]), list(op.attrs["perm"])
@@ -353,7 +346,7 @@ def transpose_transpose(op: Operation, rw: Rewriter) -> bool:
 def broadcast_broadcast(op: Operation, rw: Rewriter) -> bool:
     """``broadcast_to(broadcast_to(x, s1), s2) -> broadcast_to(x, s2)``: every dim of ``x`` is 1
     or equal to its dim in ``s1``, and then (not being 1) equal to its dim in ``s2``."""
-    inner = _producer(op.operands[0], "sc.broadcast_to")
+    inner = producer(op.operands[0], "sc.broadcast_to")
     if inner is None:
         return False
     new = rw.create(op, "sc.broadcast_to", [inner.operands[0]], {"shape": op.attrs["shape"]})

@@ -45,18 +45,10 @@ import numpy as np
 
 from ..ir import Operation, OpResult, TensorType, Value
 from .registry import Pass, Statistics, register_pass
-from .rewrite import Pattern, Rewriter, apply_patterns, is_trivially_dead
+from .rewrite import Pattern, Rewriter, apply_patterns, is_trivially_dead, producer
 
 #: elementwise op -> the activation name of ``sc.moe_gated_grouped_matmul``
 GATED_ACTIVATIONS = {"sc.silu": "silu", "sc.gelu": "gelu", "sc.gelu_tanh": "gelu_tanh", "sc.relu": "relu"}
-
-
-def _producer(v: Value, name: str | tuple[str, ...]) -> Operation | None:
-    """The op producing ``v`` when it is named ``name`` (a name or a tuple of names)."""
-    if not isinstance(v, OpResult):
-        return None
-    names = (name,) if isinstance(name, str) else name
-    return v.op if v.op.name in names else None
 
 
 def _used_once(v: Value) -> bool:
@@ -74,11 +66,11 @@ def _gated_pair(op: Operation):
     """``(x, Wg, Wu, offsets, activation)`` when ``op`` (an ``sc.mul``) is
     ``act(grouped_matmul(x, Wg, off)) * grouped_matmul(x, Wu, off)`` with the inner values used once."""
     for a, u in (op.operands, reversed(op.operands)):
-        act = _producer(a, tuple(GATED_ACTIVATIONS))
-        up = _producer(u, "sc.grouped_matmul")
+        act = producer(a, *GATED_ACTIVATIONS)
+        up = producer(u, "sc.grouped_matmul")
         if act is None or up is None or not _used_once(a) or not _used_once(u):
             continue
-        gate = _producer(act.operands[0], "sc.grouped_matmul")
+        gate = producer(act.operands[0], "sc.grouped_matmul")
         if gate is None or not _used_once(act.operands[0]):
             continue
         x, wg, off = gate.operands
@@ -125,18 +117,18 @@ class _Routed:
 
 
 def _routed_chain(v: Value) -> _Routed | None:
-    combine = _producer(v, "sc.moe_combine")
+    combine = producer(v, "sc.moe_combine")
     if combine is None or not _used_once(v):
         return None
     yp, order, _weights = combine.operands
-    down = _producer(yp, "sc.grouped_matmul")
-    dispatch = _producer(order, "sc.moe_dispatch")
+    down = producer(yp, "sc.grouped_matmul")
+    dispatch = producer(order, "sc.moe_dispatch")
     if down is None or dispatch is None or not _used_once(yp):
         return None
-    gated = _producer(down.operands[0], "sc.moe_gated_grouped_matmul")
+    gated = producer(down.operands[0], "sc.moe_gated_grouped_matmul")
     if gated is None or not _used_once(down.operands[0]):
         return None
-    permute = _producer(gated.operands[0], "sc.moe_permute")
+    permute = producer(gated.operands[0], "sc.moe_permute")
     offsets = dispatch.results[1]
     if permute is None or permute.operands[1] is not order:
         return None
@@ -152,7 +144,7 @@ def _routed_chain(v: Value) -> _Routed | None:
 
 def _linear_weight(v: Value, h: Value | None = None) -> tuple[Value, Value] | None:
     """``(input, W)`` for ``v = sc.linear(input, W)`` without bias (input ``h`` when given)."""
-    lin = _producer(v, "sc.linear")
+    lin = producer(v, "sc.linear")
     if lin is None or len(lin.operands) != 2 or not _used_once(v):
         return None
     if h is not None and lin.operands[0] is not h:
@@ -166,11 +158,11 @@ def _shared_mlp(v: Value, x: Value, activation: str):
     if down is None:
         return None
     h, sd = down
-    mul = _producer(h, "sc.mul")
+    mul = producer(h, "sc.mul")
     if mul is None or not _used_once(h):
         return None
     for a, u in (mul.operands, reversed(mul.operands)):
-        act = _producer(a, tuple(GATED_ACTIVATIONS))
+        act = producer(a, *GATED_ACTIVATIONS)
         if act is None or GATED_ACTIVATIONS[act.name] != activation or not _used_once(a):
             continue
         gate, up = _linear_weight(act.operands[0], x), _linear_weight(u, x)
@@ -185,7 +177,7 @@ def _shared_term(v: Value, x: Value, activation: str):
     mlp = _shared_mlp(v, x, activation)
     if mlp is not None:
         return mlp + (None,)
-    mul = _producer(v, "sc.mul")
+    mul = producer(v, "sc.mul")
     if mul is None or not _used_once(v):
         return None
     t = x.type.shape[0]

@@ -25,14 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ir import Operation, OpResult, Value
+from ..ir import Operation, Value
 from ..ops._util import norm_axes, norm_axis
 from .registry import Pass, Statistics, register_pass
-from .rewrite import Pattern, Rewriter, apply_patterns
-
-
-def _producer(v: Value, name: str) -> Operation | None:
-    return v.op if isinstance(v, OpResult) and v.op.name == name else None
+from .rewrite import Pattern, Rewriter, apply_patterns, producer
 
 
 def _normalization(vals: Value) -> Operation | None:
@@ -63,7 +59,7 @@ def _fuse(stats: Statistics):
         rank = x.type.rank
         if not op.attrs["largest"] or norm_axis(op.attrs["axis"], rank) != rank - 1 or op.attrs["k"] < 1:
             return False
-        sm = _producer(x, "sc.softmax")
+        sm = producer(x, "sc.softmax")
         if sm is None or len(x.uses) != 1 or norm_axis(sm.attrs["axis"], rank) != rank - 1:
             return False
         vals, ids = op.results

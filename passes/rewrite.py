@@ -114,6 +114,14 @@ def _pretty(t: Type) -> str:
     return t.pretty() if hasattr(t, "pretty") else str(t)
 
 
+def producer(v: Value, *names: str) -> Operation | None:
+    """The op defining ``v`` when it is one of ``names`` (any op when none are given); None for
+    a block argument."""
+    if isinstance(v, OpResult) and (not names or v.op.name in names):
+        return v.op
+    return None
+
+
 def is_trivially_dead(op: Operation) -> bool:
     return (op.opdef is not None and "pure" in op.opdef.traits and op.results
             and all(not r.uses for r in op.results))
