@@ -60,19 +60,24 @@ class Executable:
     #: per call, so the steps reading them have static arrays and can be prebound (a decode
     #: step's token ids and positions, a layer's one-token activations); 0: never
     stage_input_bytes = 1 << 16
+    #: results up to this many bytes are computed into a buffer of their own and copied out per
+    #: call, so the steps writing them can be prebound too (a one-token layer's output: the
+    #: combine); 0: a fresh array per call that the last step writes
+    stage_output_bytes = 1 << 16
 
     def __init__(self, plan: Plan):
         self.plan = plan
         self.storages = liveness(plan)
         self._prepared: dict[tuple, _Prepared] = {}
-        # per input: (name, type, [(axis, symbol)], NumPy dtype, [(axis, static size)]): what bind checks
+        # per input: (name, type, rank, [(axis, symbol)], NumPy dtype, [(axis, static size)]): what
+        # bind checks
         self._input_dims = []
         for slot_i, name in zip(plan.inputs, plan.input_names):
             t = plan.slots[slot_i].type
             syms = [(ax, d) for ax, d in enumerate(t.shape) if isinstance(d, str) and dim_symbols(d) == (d,)]
             static = [(ax, d) for ax, d in enumerate(t.shape) if isinstance(d, int)]
-            self._input_dims.append((name, t, syms, t.dtype.np, static))
-        self._symbols = sorted({d for _, _, syms, _, _ in self._input_dims for _, d in syms})
+            self._input_dims.append((name, t, t.rank, syms, t.dtype.np, static))
+        self._symbols = sorted({d for _, _, _, syms, _, _ in self._input_dims for _, d in syms})
         self._inplace = set(plan.inplace_inputs)
         # prepared state depends only on the symbols that size buffers the executable owns
         # (a KV cache length ``ctx`` that only sizes donated inputs does not force a new plan)
@@ -100,14 +105,15 @@ class Executable:
             raise RuntimeInputError(f"@{self.plan.function} takes {len(self._input_dims)} inputs ({names}), "
                                     f"got {len(arrays)}")
         b: dict[str, int] = {}
-        for x, (name, t, syms, dt, static) in zip(arrays, self._input_dims):
-            if not self._is_input_array(x):
+        for x, (name, t, rank, syms, dt, static) in zip(arrays, self._input_dims):
+            if type(x) is not np.ndarray and not self._is_input_array(x):
                 raise RuntimeInputError(f"input {name!r}: expected {self.input_kinds} {t.pretty()}, "
                                         f"got {type(x).__name__}")
-            if x.dtype != dt:
+            xdt = x.dtype
+            if xdt is not dt and xdt != dt:
                 raise RuntimeInputError(f"input {name!r}: expected dtype {t.dtype} ({t.pretty()}), got {x.dtype}")
             shape = x.shape
-            if len(shape) != t.rank:
+            if len(shape) != rank:
                 raise RuntimeInputError(f"input {name!r}: expected rank {t.rank} {t.pretty()}, got shape {x.shape}")
             for ax, d in static:
                 if shape[ax] != d:
@@ -121,7 +127,10 @@ class Executable:
         return b
 
     def __call__(self, *arrays) -> tuple[np.ndarray, ...]:
-        arrays = [a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrays]
+        for a in arrays:
+            if type(a) is not np.ndarray:
+                arrays = [a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrays]
+                break
         b = self.bind(arrays)
         return self._run(self._prepared_for(b), arrays, b)
 
@@ -269,17 +278,25 @@ class Executable:
                 off = offsets[s.index]
                 static[s.index] = arena[off:off + nbytes[s.index]].view(s.type.dtype.np).reshape(shapes[s.index])
 
+        def stageable(i: int, limit: int) -> bool:
+            # (its shape must be fixed by this prepared state's key: a symbol that sizes only
+            # inputs does not make a new state)
+            t = plan.slots[i].type
+            return nbytes[i] <= limit and isinstance(t, TensorType) and \
+                all(isinstance(d, int) or set(dim_symbols(d)) <= set(self._key_symbols) for d in t.shape)
+
         staged = {}
         if self.stage_input_bytes:
             for pos, i in enumerate(plan.inputs):
-                t = plan.slots[i].type
-                # (its shape must be fixed by this prepared state's key: a symbol that sizes only
-                # inputs does not make a new state)
-                if pos not in self._inplace and i not in output_roots and nbytes[i] <= self.stage_input_bytes \
-                        and isinstance(t, TensorType) \
-                        and all(isinstance(d, int) or set(dim_symbols(d)) <= set(self._key_symbols) for d in t.shape):
-                    staged[pos] = static[i] = np.empty(shapes[i], t.dtype.np)
+                if pos not in self._inplace and i not in output_roots and stageable(i, self.stage_input_bytes):
+                    staged[pos] = static[i] = np.empty(shapes[i], plan.slots[i].type.dtype.np)
         staged_slots = {plan.inputs[pos] for pos in staged}
+        # small results: a buffer of their own, copied out per call (as static results are)
+        if self.stage_output_bytes:
+            for r in sorted(output_roots - input_roots):
+                if stageable(r, self.stage_output_bytes):
+                    static[r] = np.empty(shapes[r], plan.slots[r].type.dtype.np)
+                    staged_slots.add(r)
 
         errors, error_arg = self._error_slots()
         # slots whose array changes per call: inputs (not staged), fresh outputs, and views/in-place
@@ -335,7 +352,7 @@ class Executable:
         input_patches = [slot_uses.get(i, []) for i in plan.inputs]
         fresh = []
         for st in self.storages:
-            if st.root in output_roots and st.root not in input_roots and plan.slots[st.root].kind == "buffer":
+            if st.root in output_roots and st.root not in input_roots and st.root not in staged_slots:
                 fresh.append((st.root, shapes[st.root], plan.slots[st.root].type.dtype.np,
                               slot_uses.get(st.root, [])))
         return _Prepared(entries, input_patches, staged, fresh, static, arena_bytes, result_sources, errors,

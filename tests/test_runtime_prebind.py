@@ -17,14 +17,16 @@ import sparsec.runtime.executable as E
 
 @contextlib.contextmanager
 def prebind(on: bool):
-    """Prebinding and input staging both on, or both off (the executable as it was before them)."""
-    old, old_stage = E.PREBIND, E.Executable.stage_input_bytes
+    """Prebinding and input and output staging all on, or all off (the executable as it was before
+    them)."""
+    old = E.PREBIND, E.Executable.stage_input_bytes, E.Executable.stage_output_bytes
     E.PREBIND = on
-    E.Executable.stage_input_bytes = old_stage if on else 0
+    E.Executable.stage_input_bytes = old[1] if on else 0
+    E.Executable.stage_output_bytes = old[2] if on else 0
     try:
         yield
     finally:
-        E.PREBIND, E.Executable.stage_input_bytes = old, old_stage
+        E.PREBIND, E.Executable.stage_input_bytes, E.Executable.stage_output_bytes = old
 
 
 def same_bits(a, b) -> bool:
@@ -110,3 +112,53 @@ def test_staged_input_is_copied_each_call():
         x[...] = v
         np.testing.assert_array_equal(m(x), sc.interpret(g, x)[0])
     assert any(p.staged for p in m.executables["main"]._prepared.values())
+
+
+def test_staged_results_are_new_arrays_each_call():
+    """A small result is computed into a buffer of its own and copied out: what a caller kept from
+    one call must not change with the next, and the step writing it is bound."""
+    moe = sc.nn.MoE(64, 96, 8, 2, router="softmax", norm_topk_prob=True, naming="mixtral", seed=1)
+    g = sc.trace(moe, sc.TensorSpec(("tokens", 64), "float32"))
+    m = sc.compile(g, progress=False, accuracy_samples=0)
+    xs = [np.random.default_rng(s).standard_normal((1, 64)).astype(np.float32) for s in range(3)]
+    outs = [m(x) for x in xs]
+    for x, y in zip(xs, outs):  # the earlier results are intact
+        np.testing.assert_allclose(y, sc.interpret(g, x)[0], rtol=1e-5, atol=1e-6)
+    assert not np.shares_memory(outs[0], outs[1])
+    (prep,) = m.executables["main"]._prepared.values()
+    assert not prep.fresh and prep.result_sources[0][0] == "static"
+    plan = m.executables["main"].plan
+    assert [args for _fn, args, _p, k in prep.entries if plan.steps[k].op == "sc.moe_combine"] == [()]
+
+
+def test_bound_calls_go_through_the_entry_point_only_for_accepted_types():
+    """``common.bound``: the compiled entry point when the specialization takes the arguments as
+    they are; otherwise the dispatcher, which converts or refuses them."""
+    import functools
+
+    from numba import types
+
+    from sparsec.runtime.cpu import common
+
+    def scale(x, k, out):
+        for i in range(x.size):
+            out[i] = x[i] * k
+    d = common.specialize(numba_njit(scale), types.void(common.inp(np.float32), types.float64,
+                                                        common.arr(np.float32)))
+    x, out = np.arange(4, dtype=np.float32), np.zeros(4, np.float32)
+    call = common.bound(d, x, 2.0, out)
+    assert isinstance(call, functools.partial) and call.func is not d  # the entry point
+    call()
+    np.testing.assert_array_equal(out, x * 2)
+    ro = x.copy()
+    ro.flags.writeable = False
+    assert common.entry_point(d, (ro, 2.0, out)) is not None       # read-only into a read-only parameter
+    assert common.entry_point(d, (x, 2.0, ro)) is None             # never into a written one
+    assert common.entry_point(d, (x[::2], 2.0, out[:2])) is None    # strided: not the C layout
+    assert common.entry_point(d, (x.astype(np.float64), 2.0, out)) is None
+    assert common.bound(d, x[::2], 2.0, out[:2]).func is d          # falls back to the dispatcher
+
+
+def numba_njit(f):
+    from numba import njit
+    return njit(cache=False)(f)

@@ -50,7 +50,7 @@ from numba.core import cgutils
 from numba.core import config as _numba_config
 from numba.core.extending import intrinsic
 
-from .common import TILE_ROW_COST, group_items, num_threads, offsets_partition, split_by_cost
+from .common import TILE_ROW_COST, bound, group_items, num_threads, offsets_partition, split_by_cost
 from .numerics import gelu_f32, sigmoid_f32, tanh_f32
 
 #: rows (of one group) from which ``np.matmul`` (BLAS sgemm) is used instead of the tile kernel.
@@ -539,6 +539,16 @@ def linear_f32(x, w, bias, out):
         return
     grouped_gemm_nt(x, w3, w3, np.array([0, M], np.int64), _NO_BIAS if bias is None else bias, ACT_NONE,
                     BLAS_MIN_ROWS, num_threads(), out)
+
+
+def linear_f32_call(x, w, bias, out):
+    """``linear_f32(x, w, bias, out)`` as a no-argument call for arrays fixed once (a prebound
+    step): one work item (the MoE router) calls its compiled entry directly."""
+    M = x.shape[0]
+    if 0 < M < BLAS_MIN_ROWS and M * w.shape[0] * w.shape[1] < SERIAL_WORK:
+        return bound(_run_item, x, w.reshape((1,) + w.shape), 0, M, 0, 0, w.shape[0],
+                     _NO_BIAS if bias is None else bias, out)
+    return bound(linear_f32, x, w, bias, out)
 
 
 def grouped_f32(x, w, w2, offsets, act, out, scratch=None) -> bool:

@@ -25,6 +25,7 @@ class CudaExecutable(Executable):
     ``DeviceWeights`` (shared by the functions of one model)."""
 
     stage_input_bytes = 0  # inputs are uploaded to the device per call: nothing to stage on the host
+    stage_output_bytes = 0  # results are device arrays
 
     on_device = True
 

@@ -604,22 +604,28 @@ def build(prog: Program, groups: list[list[int]], input_is_u16: list[bool], outp
     dim ``j`` of output ``k`` (default: output 0 spans the space). ``parallel``: ``"eager"``
     (compile ``kpar`` now), ``"lazy"`` (on the first large call) or ``"never"``."""
     from sparsec.runtime import kernel_cache
+    from sparsec.runtime.cpu.common import bound
 
     src = generate(prog)
     sig = numba_signature(prog)
     ser = kernel_cache.compile_function(src, "kser", sig)
     th = parallel_threshold(prog.cost())
-    ns: dict = {"_ser": ser, "_u16": _U16}
+    ns: dict = {"_ser": ser, "_u16": _U16, "_bound": bound}
+
+    def _par_now():
+        """The parallel kernel, compiled now if it is still lazy."""
+        if ns["_par"] is _lazy_par:
+            ns["_par"] = kernel_cache.compile_function(src, "kpar", sig)
+        return ns["_par"]
+
+    def _lazy_par(*args):
+        return _par_now()(*args)
+
     if parallel == "eager":
         ns["_par"] = kernel_cache.compile_function(src, "kpar", sig)
-    elif parallel == "lazy":
-        def _lazy_par(*args):
-            d = kernel_cache.compile_function(src, "kpar", sig)
-            ns["_par"] = d
-            return d(*args)
-        ns["_par"] = _lazy_par
     else:
-        ns["_par"] = ser
+        ns["_par"] = _lazy_par if parallel == "lazy" else ser
+    ns["_par_now"] = _par_now
     for i, c in enumerate(constants):
         c = np.ascontiguousarray(c).reshape(-1)
         ns[f"_c{i}"] = c.view(_U16) if input_is_u16[n_operands + i] else c
@@ -654,8 +660,8 @@ def build(prog: Program, groups: list[list[int]], input_is_u16: list[bool], outp
              f"    if {big}:", f"        _par({call})", "    else:", f"        _ser({call})",
              "", f"def bind({params}):", f"    if not ({contiguous}):", "        return None", *head,
              f"    args = ({call},)", f"    if {big}:",
-             "        return lambda: _par(*args)  # the current _par: compiled on first use when lazy",
-             "    return lambda: _ser(*args)"]
+             "        return _bound(_par_now(), *args)",
+             "    return _bound(_ser, *args)"]
     code = "\n".join(lines) + "\n"
     key = kernel_cache.kernel_key(src)
     exec(compile(code, f"<sparsec elementwise wrapper {key[:12]}>", "exec"), ns)

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from ...runtime.cpu import common
 from ...runtime.cpu import index as X
 from ...ir.types import QuantType
 from . import Kernel, LoweringError, contiguous, cpu_lowering
@@ -88,8 +89,8 @@ def lower_embedding(op) -> Kernel:
         if ids.dtype != np.int64 or not contiguous(ids, table, out):
             return None
         idx = ids.reshape(-1)
-        bound, vocab = args(idx, table, out), table.shape[0]
-        return lambda: check(idx, vocab, X.gather_rows(*bound))
+        call, vocab = common.bound(X.gather_rows, *args(idx, table, out)), table.shape[0]
+        return lambda: check(idx, vocab, call())
     return Kernel(run, "gather_rows", impl="numba", bind=bind)
 
 

@@ -59,8 +59,7 @@ def lower_linear(op) -> Kernel:
             bias, out = (rest[0], rest[1]) if has_bias else (None, rest[0])
             if not contiguous(x, w, out, *rest):
                 return None
-            x2, out2 = rows(x), rows(out)
-            return lambda: K.linear_f32(x2, w, bias, out2)
+            return K.linear_f32_call(rows(x), w, bias, rows(out))
         return Kernel(run, "linear_f32", impl="numba", info={"blas_min_rows": K.BLAS_MIN_ROWS}, bind=bind)
 
     if dtype == np.float64:

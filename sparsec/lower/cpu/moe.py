@@ -70,8 +70,7 @@ def lower_softmax_topk(op) -> Kernel:
     def bind(xa, vals, idx):
         if not (direct and contiguous(xa, vals, idx)):
             return None
-        bound = args(xa.reshape(-1), vals.reshape(-1), idx)
-        return lambda: kern(*bound)
+        return common.bound(kern, *args(xa.reshape(-1), vals.reshape(-1), idx))
     return Kernel(run, f"softmax_topk_{dt}", impl="numba", bind=bind)
 
 
@@ -91,7 +90,8 @@ def lower_moe_dispatch(op) -> Kernel:
         if topk_ids.dtype != np.int64 or not contiguous(topk_ids, order, offsets):
             return None
         ids = topk_ids.reshape(-1)
-        return lambda: check(ids, M.dispatch(ids, num_experts, order, offsets))
+        call = common.bound(M.dispatch, ids, num_experts, order, offsets)
+        return lambda: check(ids, call())
     return Kernel(run, "moe_dispatch", impl="numba", bind=bind)
 
 
@@ -115,8 +115,8 @@ def lower_moe_permute(op) -> Kernel:
     def bind(x, order, out):
         if order.dtype != np.int64 or not contiguous(x, order, out):
             return None
-        bound, t = args(x, order, out), x.shape[0]
-        return lambda: check(order, t, X.gather_rows(*bound))
+        call, t = common.bound(X.gather_rows, *args(x, order, out)), x.shape[0]
+        return lambda: check(order, t, call())
     return Kernel(run, "moe_permute", impl="numba", bind=bind)
 
 
@@ -201,6 +201,6 @@ def lower_moe_combine(op) -> Kernel:
     def bind(y_perm, order, topk_weights, out):
         if not (native and order.dtype == np.int64 and contiguous(y_perm, order, topk_weights, out)):
             return None
-        par = y_perm.size >= M.PARALLEL_ELEMENTS
-        return lambda: check(order, M.combine(y_perm, order, topk_weights, par, out))
+        call = common.bound(M.combine, y_perm, order, topk_weights, y_perm.size >= M.PARALLEL_ELEMENTS, out)
+        return lambda: check(order, call())
     return Kernel(run, f"moe_combine_{ct.name}", impl="numba", bind=bind)

@@ -66,8 +66,7 @@ def lower_rms_norm(op: Operation) -> Kernel:
         if not (direct and xa.dtype == ct and wa.dtype == ct2 and contiguous(xa, wa, out)):
             return None
         k, rows, d = sizes(xa)
-        args = (xa.reshape(-1), wa.reshape(-1), rows, d, eps, out.reshape(-1), rnd)
-        return lambda: k(*args)
+        return common.bound(k, xa.reshape(-1), wa.reshape(-1), rows, d, eps, out.reshape(-1), rnd)
     return Kernel(fn, name=f"rms_norm_{x.dtype.name}", impl="numba", bind=bind)
 
 
@@ -162,6 +161,9 @@ def lower_rope(op: Operation) -> Kernel:
             return None
         k, nb, m, seq, pb = sizes(xa, pos)
         head, tail = (xa.reshape(-1), nb, m, seq, d, r, pb), (interleaved, out.reshape(-1))
+        # every call's tables are flat f32 arrays: the entry point for those types is resolved once
+        table = np.zeros(1, np.float32)
+        k = common.entry_point(k.resolve() if isinstance(k, common.Lazy) else k, head + (table, table) + tail) or k
 
         def run_bound():
             cos_t, sin_t = _rope_table(inv_key, inv, pos)

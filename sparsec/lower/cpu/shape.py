@@ -165,8 +165,7 @@ def lower_transpose(op: Operation) -> Kernel:
         def bind_tiles(xa, out):
             if not contiguous(xa, out):
                 return None
-            bound = args(xa, out)
-            return lambda: k(*bound)
+            return common.bound(k, *args(xa, out))
         return Kernel(fn, name=f"transpose_tiles{x.dtype.np.itemsize * 8}", impl="numba", bind=bind_tiles)
 
     def fn(xa, out):
