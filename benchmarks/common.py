@@ -54,21 +54,62 @@ def paired_time(fa, fb, repeat: int, warmup: int = 2):
     return (float(np.median(ta)), float(np.min(ta))), (float(np.median(tb)), float(np.min(tb)))
 
 
+_PSUM: list = []
+
+
 def measure_bandwidth(repeat: int) -> float:
-    """Read bandwidth in GB/s: a parallel sum over 512 MiB of float32 on all threads."""
-    import numba
+    """Read bandwidth in GB/s: a parallel sum over 512 MiB of float32 on all threads (the sum and
+    its array are made once per process)."""
+    if not _PSUM:
+        import numba
 
-    @numba.njit(parallel=True, fastmath=True, cache=False)
-    def psum(a):
-        s = 0.0
-        for i in numba.prange(a.shape[0]):
-            s += a[i]
-        return s
+        @numba.njit(parallel=True, fastmath=True, cache=False)
+        def psum(a):
+            s = 0.0
+            for i in numba.prange(a.shape[0]):
+                s += a[i]
+            return s
 
-    a = np.ones(128 * 2**20, np.float32)
-    psum(a)
+        a = np.ones(128 * 2**20, np.float32)
+        psum(a)
+        _PSUM[:] = [psum, a]
+    psum, a = _PSUM
     med, best = median_time(lambda: psum(a), repeat)
     return a.nbytes / best / 1e9  # best, not median: the limit is what the machine can do
+
+
+def paired_bandwidth(fn, nbytes: int, repeat: int, before=None) -> tuple[float, float]:
+    """``(fraction, probe GB/s)``: per round the bandwidth probe, then ``before()`` (untimed; the
+    call ``fn`` is paired with for its ratio, so ``fn`` runs in the same state as there), then
+    ``fn`` (which reads ``nbytes``) timed; ``fraction`` is the median over the rounds of
+    (``fn``'s rate / the probe's rate of that round), the second value the median probe rate.
+
+    Why: the machine's bandwidth switches between states (49 and 75 GB/s within one minute), so
+    a limit measured once per run can belong to another state than the row it divides. The probe
+    sums 64 MiB, each round another eighth of ``measure_bandwidth``'s 512 MiB (the same 64 MiB
+    again measured 85 GB/s where 512 MiB gave 75: part of it was still in the L3 cache).
+    ``before``, not the probe, precedes ``fn``: a call right after another call of the same
+    layer, with only the probe between, found some of its experts' weights still in L3."""
+    import time
+    if not _PSUM:
+        measure_bandwidth(1)
+    psum, a = _PSUM
+    parts = a.reshape(8, -1)
+    psum(parts[0])
+    fracs, probes = [], []
+    for i in range(repeat):
+        part = parts[i % 8]
+        t0 = time.perf_counter()
+        psum(part)
+        probe = part.nbytes / (time.perf_counter() - t0)
+        if before is not None:
+            before()
+        t1 = time.perf_counter()
+        fn()
+        t2 = time.perf_counter()
+        probes.append(probe / 1e9)
+        fracs.append(nbytes / (t2 - t1) / probe)
+    return float(np.median(fracs)), float(np.median(probes))
 
 
 def measure_sgemm(repeat: int) -> float:
@@ -89,12 +130,20 @@ def measure_limits(repeat: int) -> dict:
 
 # -- rows ----------------------------------------------------------------------------------------
 
-def row(case, impl, med, best, ref_med=None, nbytes=None, flops=None, limits=None, note=""):
+def row(case, impl, med, best, ref_med=None, nbytes=None, flops=None, limits=None, note="", paired_bw=None):
+    """One result row. ``paired_bw``: ``paired_bandwidth``'s (fraction, probe GB/s); then ``%bw``
+    is that fraction (against the bandwidth of the same moments) and ``%bw@start`` the fraction of
+    the run's limit ``limits["bandwidth"]``."""
     r = {"case": case, "impl": impl, "ms": med * 1e3, "min_ms": best * 1e3, "ratio": (med / ref_med) if ref_med else None,
          "note": note}
     if nbytes is not None:
         r["GB/s"] = nbytes / med / 1e9
-        if limits:
+        if paired_bw is not None:
+            r["%bw"] = 100 * paired_bw[0]
+            r["note"] = (f"%bw: median of pairs with a 64 MiB probe ({paired_bw[1]:.1f} GB/s)"
+                         + (f", {100 * r['GB/s'] / limits['bandwidth']:.0f}% of the limit at the start"
+                            if limits else "") + "; " + note)
+        elif limits:
             r["%bw"] = 100 * r["GB/s"] / limits["bandwidth"]
     if flops is not None:
         r["GFLOP/s"] = flops / med / 1e9

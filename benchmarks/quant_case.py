@@ -18,7 +18,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import paired_time, reexec_without_openblas_overrides, row as common_row  # noqa: E402
+from common import paired_bandwidth, paired_time, reexec_without_openblas_overrides, row as common_row  # noqa: E402
 
 if __name__ == "__main__":
     reexec_without_openblas_overrides()
@@ -76,12 +76,16 @@ def bench_quant_moe(args, limits, row=None, tokens=(1, 128)):
                 it2 = iter(range(10**9))
                 (ref, _), (med, best) = paired_time(lambda: fp32(xs[next(it2) % INPUTS]),
                                                     lambda: cm(xs[next(it) % INPUTS]), args.repeat)
+            it3, it4 = iter(range(10**9)), iter(range(10**9))  # (fp32 and the layer get the same input, as above)
+            frac, probe = paired_bandwidth(lambda: cm(xs[next(it4) % INPUTS]), nbytes, args.repeat,
+                                           before=None if cm is fp32 else lambda: fp32(xs[next(it3) % INPUTS]))
             got = cm(xs[0])
             (want,) = sc.interpret(cm.graph, xs[0])
             err_ref = float(np.linalg.norm(got - want) / np.linalg.norm(want))
             err_f32 = float(np.linalg.norm(got - f32_out) / np.linalg.norm(f32_out))
             what = "GFLOP/s" if mode == "fp32" else "G int8 op/s"
-            rows.append(row(case, f"sparsec {mode}", med, best, ref, nbytes=nbytes, flops=ops, limits=limits,
+            rows.append(row(case, f"sparsec {mode}", med, best, ref, nbytes=nbytes, flops=ops,
+                            limits=limits, paired_bw=(frac, probe),
                             note=f"{ref / med:.2f}x vs fp32 (timed alternately); {nbytes / 1e6:.1f} MB read; "
                                  f"rate column = {what}; "
                                  f"kernels {_kernel_isa(cm)}; rel L2 err vs its interpreter {err_ref:.1e}, "
