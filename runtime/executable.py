@@ -8,6 +8,9 @@ prepared argument lists, and calls the kernels in order: the per-call Python wor
 loop over ``fn(*args)``. A step whose arrays are all static (arena buffers, weights,
 constants) and whose kernel offers ``bind`` is bound when preparing: its entry is the bound
 callable with no arguments, which skips the kernel wrapper's per-call reshapes and checks.
+After its first call a prepared state also gets a generated straight-line function
+(``_fast_call``) that later calls with inputs of the same shapes and dtypes go through: the
+input copies, the bound entries and the result copies, with no lookups or loops.
 """
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ _NO_DIMS = contextlib.nullcontext()
 #: bind the steps whose arrays are all static (``Kernel.bind``) when preparing; tests turn it
 #: off to compare the two (they must give the same bits)
 PREBIND = True
+#: call a prepared state through its generated straight-line function (``_Fast``) when the
+#: inputs have the shapes and dtypes it was made for; tests turn it off to compare
+FAST_CALLS = True
 
 
 class RuntimeInputError(SparsecError):
@@ -51,6 +57,9 @@ class _Prepared:
     #: whether a step runs a view kernel per call (only those read the symbol sizes, through
     #: ``bound_dims``; entering it measured 7-10 us with cold caches, so calls skip it otherwise)
     needs_dims: bool = True
+    #: the generated call for these sizes (``Executable._fast_call``): False until made, None
+    #: where this state cannot have one
+    fast: object = False
 
 
 class Executable:
@@ -127,12 +136,101 @@ class Executable:
         return b
 
     def __call__(self, *arrays) -> tuple[np.ndarray, ...]:
+        fast = self._fast
+        if fast is not None:  # the last prepared state's generated call: None if the inputs differ
+            out = fast(*arrays)
+            if out is not None:
+                return out
         for a in arrays:
             if type(a) is not np.ndarray:
                 arrays = [a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrays]
                 break
         b = self.bind(arrays)
-        return self._run(self._prepared_for(b), arrays, b)
+        prep = self._prepared_for(b)
+        out = self._run(prep, arrays, b)
+        if prep.fast is False:
+            prep.fast = self._fast_call(prep, arrays) if FAST_CALLS else None
+        self._fast = prep.fast
+        return out
+
+    _fast = None
+
+    def _fast_call(self, prep: _Prepared, arrays):
+        """A Python function generated for this prepared state, or None where it cannot have one:
+        ``f(*arrays)`` returns the results as ``_run`` would, or None (nothing done) when the
+        inputs are not NumPy arrays of exactly the shapes and dtypes of ``arrays``.
+
+        Why: the MoE layer at one token is ~200 us of kernels, and the executable's own Python
+        (checks, the prepared-state lookup, the loop over entries, the staging) measured 18 us
+        of it after an fp32 layer had streamed its weights and left the caches cold; one
+        straight-line function whose constants are the bound entries and buffers touches far
+        fewer objects. Only for states where the input shapes decide everything: every input
+        symbol sizes the key (so equal shapes mean the same bindings), no per-call views of
+        inputs or per-call error slots."""
+        if prep.needs_dims or prep.errors is not None or set(self._symbols) != set(self._key_symbols) \
+                or type(self)._run is not Executable._run or type(self)._run_steps is not Executable._run_steps \
+                or any(p is not None for _, _, p, _ in prep.entries) or len(arrays) != len(self._input_dims):
+            return None
+        ns: dict = {"_nd": np.ndarray, "_copyto": np.copyto, "_SE": SparsecError, "_err": self._kernel_error,
+                    "_require": np.require}
+        names = [f"x{i}" for i in range(len(arrays))]
+        lines = ["def fast(*xs):", f"    if len(xs) != {len(names)}: return None"]
+        if names:
+            lines.append(f"    {', '.join(names)}, = xs")
+        for i, x in enumerate(arrays):
+            if type(x) is not np.ndarray or x.dtype is not self._input_dims[i][4]:
+                return None
+            ns[f"_s{i}"], ns[f"_d{i}"] = x.shape, x.dtype
+            lines.append(f"    if type(x{i}) is not _nd or x{i}.shape != _s{i} or x{i}.dtype is not _d{i}: return None")
+        holders: dict = {}  # id(list) -> its name
+
+        def ref(lst) -> str:
+            n = holders.get(id(lst))
+            if n is None:
+                n = holders[id(lst)] = f"_l{len(holders)}"
+                ns[n] = lst
+            return n
+        for i, patches in enumerate(prep.input_patches):
+            buf = prep.staged.get(i)
+            if buf is not None:
+                ns[f"_b{i}"] = buf
+                lines.append(f"    _copyto(_b{i}, x{i})")
+                continue
+            if i not in self._inplace:
+                lines.append(f"    if not x{i}.flags.c_contiguous: x{i} = _require(x{i}, requirements='C')")
+            lines += [f"    {ref(args)}[{j}] = x{i}" for args, j in patches]
+        for n, (root, shape, dtype, patches) in enumerate(prep.fresh):
+            ns[f"_fs{n}"], ns[f"_fd{n}"], ns["_empty"] = shape, dtype, np.empty
+            lines.append(f"    o{n} = _empty(_fs{n}, _fd{n})")
+            lines += [f"    {ref(args)}[{j}] = o{n}" for args, j in patches]
+        lines += ["    k = -1", "    try:"]
+        for e, (fn, args, _p, k) in enumerate(prep.entries):
+            ns[f"_f{e}"] = fn
+            call = f"_f{e}()" if not args else f"_f{e}(*{ref(args)})"
+            lines += [f"        k = {k}", f"        {call}"]
+        if not prep.entries:
+            lines.append("        pass")
+        lines += ["    except _SE:", "        raise", "    except Exception as e:", "        if k < 0:",
+                  "            raise", "        raise _err(k, e) from e"]
+        outs = []
+        for n, src in enumerate(prep.result_sources):
+            if src[0] == "static":
+                ns[f"_r{n}"] = src[1]
+                outs.append(f"_r{n}.copy()")
+            elif src[0] == "input":
+                outs.append(f"x{src[1]}")
+            else:
+                outs.append(f"{ref(src[1][0])}[{src[1][1]}]")
+        lines.append(f"    return ({', '.join(outs)},)")
+        exec(compile("\n".join(lines) + "\n", f"<sparsec fast call @{self.plan.function}>", "exec"), ns)
+        return ns["fast"]
+
+    def _kernel_error(self, k: int, e: Exception, what: str = "kernel") -> KernelError:
+        """What step ``k``'s exception ``e`` becomes: a ``KernelError`` naming the op and where it
+        came from, as the interpreter does."""
+        step = self.plan.steps[k]
+        where = f" (from {step.loc})" if step.loc else ""
+        return KernelError(f"{step.op}{where}: {what} {step.kernel} failed: {type(e).__name__}: {e}")
 
     def _prepared_for(self, bindings: dict[str, int]) -> _Prepared:
         """The prepared arena and argument lists for these symbol sizes (an LRU of ``MAX_PREPARED``)."""
@@ -168,12 +266,10 @@ class Executable:
                 finish()
         except SparsecError:
             raise
-        except Exception as e:  # name the op and where it came from, as the interpreter does
+        except Exception as e:
             if k < 0:
                 raise
-            step = self.plan.steps[k]
-            where = f" (from {step.loc})" if step.loc else ""
-            raise KernelError(f"{step.op}{where}: {what} {step.kernel} failed: {type(e).__name__}: {e}") from e
+            raise self._kernel_error(k, e, what) from e
 
     def _run(self, prep: _Prepared, arrays, bindings) -> tuple[np.ndarray, ...]:
         for i, (x, patches) in enumerate(zip(arrays, prep.input_patches)):

@@ -17,16 +17,16 @@ import sparsec.runtime.executable as E
 
 @contextlib.contextmanager
 def prebind(on: bool):
-    """Prebinding and input and output staging all on, or all off (the executable as it was before
-    them)."""
-    old = E.PREBIND, E.Executable.stage_input_bytes, E.Executable.stage_output_bytes
-    E.PREBIND = on
-    E.Executable.stage_input_bytes = old[1] if on else 0
-    E.Executable.stage_output_bytes = old[2] if on else 0
+    """Prebinding, input and output staging and the generated fast calls all on, or all off (the
+    executable as it was before them)."""
+    old = E.PREBIND, E.FAST_CALLS, E.Executable.stage_input_bytes, E.Executable.stage_output_bytes
+    E.PREBIND = E.FAST_CALLS = on
+    E.Executable.stage_input_bytes = old[2] if on else 0
+    E.Executable.stage_output_bytes = old[3] if on else 0
     try:
         yield
     finally:
-        E.PREBIND, E.Executable.stage_input_bytes, E.Executable.stage_output_bytes = old
+        E.PREBIND, E.FAST_CALLS, E.Executable.stage_input_bytes, E.Executable.stage_output_bytes = old
 
 
 def same_bits(a, b) -> bool:
@@ -45,6 +45,8 @@ def test_random_graphs_bind_to_the_same_bits(data):
             try:
                 m = sc.compile(g, pipeline="classic", progress=False, warmup=False, accuracy_samples=0)
                 outs[on] = m.run(*inputs)
+                again = m.run(*inputs)  # (on: through the fast call the first call made)
+                assert len(again) == len(outs[on]) and all(same_bits(a, b) for a, b in zip(again, outs[on]))
             except sc.errors.SparsecError as e:  # both must refuse alike (an index out of range)
                 outs[on] = type(e).__name__
     if isinstance(outs[True], str) or isinstance(outs[False], str):
@@ -162,3 +164,49 @@ def test_bound_calls_go_through_the_entry_point_only_for_accepted_types():
 def numba_njit(f):
     from numba import njit
     return njit(cache=False)(f)
+
+
+def test_fast_calls_match_the_prepared_path_and_fall_back_on_other_inputs():
+    """The generated call of a prepared state (``Executable._fast_call``) runs for inputs of the
+    shapes and dtypes it was made for; other sizes, dtypes or counts go through ``bind`` again
+    (the same results and the same errors)."""
+    moe = sc.nn.MoE(64, 96, 8, 2, router="softmax", norm_topk_prob=True, naming="mixtral", seed=2)
+    g = sc.trace(moe, sc.TensorSpec(("tokens", 64), "float32"))
+    m = sc.compile(g, quantize="q8_0", progress=False, accuracy_samples=0)
+    ex = m.executables["main"]
+    rng = np.random.default_rng(0)
+    for t in (1, 1, 3, 3, 1):
+        x = rng.standard_normal((t, 64)).astype(np.float32)
+        with prebind(False):
+            (want,) = sc.compile(g, quantize="q8_0", progress=False, accuracy_samples=0).run(x)
+        assert same_bits(m(x), want)
+        assert ex._fast is not None and ex._fast(x) is not None  # made for this size, and it runs
+    assert ex._fast(np.zeros((2, 64), np.float32)) is None       # another size: not this call's
+    assert ex._fast(np.zeros((1, 64), np.float64)) is None
+    assert ex._fast(np.zeros((1, 64), np.float32), np.zeros(1)) is None
+    with pytest.raises(sc.errors.SparsecError, match="dtype"):
+        m(np.zeros((1, 64), np.float64))
+    with pytest.raises(sc.errors.SparsecError, match="takes 1 inputs"):
+        m(np.zeros((1, 64), np.float32), np.zeros(1))
+
+
+def test_fast_call_names_the_failing_op():
+    """A kernel that raises inside the fast call: the error names the op, as on the prepared path."""
+    g = sc.trace(lambda ids: sc.ops.embedding(ids, sc.frontend.tracer.Parameter(np.ones((5, 3), np.float32))),
+                 sc.TensorSpec((2,), "int64"))
+    m = sc.compile(g, pipeline="classic", progress=False, accuracy_samples=0)
+    ok = np.array([0, 4], np.int64)
+    m(ok)
+    m(ok)
+    assert m.executables["main"]._fast is not None
+    msgs = []
+    for fast in (True, False):
+        E.FAST_CALLS = fast
+        m.executables["main"]._fast = None if not fast else m.executables["main"]._fast
+        try:
+            with pytest.raises(sc.errors.SparsecError) as info:
+                m(np.array([0, 7], np.int64))
+            msgs.append(str(info.value))
+        finally:
+            E.FAST_CALLS = True
+    assert msgs[0] == msgs[1] and "embedding" in msgs[0], msgs
