@@ -205,9 +205,14 @@ class Executable:
             lines += [f"    {ref(args)}[{j}] = o{n}" for args, j in patches]
         lines += ["    k = -1", "    try:"]
         for e, (fn, args, _p, k) in enumerate(prep.entries):
+            lines.append(f"        k = {k}")
+            chk = getattr(fn, "checked", None) if not args else None
+            if chk is not None:  # a status-returning call (runtime.cpu.common.checked): tested here
+                ns[f"_f{e}"], ns[f"_c{e}"] = chk[0], chk[1]
+                lines += [f"        r = _f{e}()", f"        if r != {int(chk[2])}: _c{e}(r)"]
+                continue
             ns[f"_f{e}"] = fn
-            call = f"_f{e}()" if not args else f"_f{e}(*{ref(args)})"
-            lines += [f"        k = {k}", f"        {call}"]
+            lines.append(f"        _f{e}()" if not args else f"        _f{e}(*{ref(args)})")
         if not prep.entries:
             lines.append("        pass")
         lines += ["    except _SE:", "        raise", "    except Exception as e:", "        if k < 0:",

@@ -511,3 +511,25 @@ def test_paths_thorough(fmt, m, n, k, seed):
 def test_grouped_thorough(fmt, e, m, n, k, empty, layout, seed):
     for isa in RUNNABLE:
         test_grouped_matmul.hypothesis.inner_test(isa, fmt, e, m, n, k, empty, layout, seed)
+
+
+def test_fixed_call_reads_the_thread_count_per_call():
+    """A bound call reads ``numba.set_num_threads`` at each call (the kernel asks the threading
+    layer itself): one and all threads give ``Q.qmatmul``'s bits, on a product big enough to split."""
+    import numba
+    rng = np.random.default_rng(3)
+    w = Q.prepare(quantize(rng.standard_normal((2, 512, 1024)).astype(F32), "q4_0"))
+    x = rng.standard_normal((3, 1024)).astype(F32)
+    offsets = np.array([0, 2, 3], np.int64)
+    fn = Q.kernel_address("q4_0", Q.current_isa())
+    want, got = np.empty((3, 512), F32), np.empty((3, 512), F32)
+    assert Q.qmatmul(fn, x, w, None, offsets, None, L.ACT_NONE, want)
+    call = Q.fixed_call(fn, w, w, x, offsets, Q._NO_BIAS, L.ACT_NONE, got)
+    before = numba.get_num_threads()
+    try:
+        for t in sorted({1, before}):
+            numba.set_num_threads(t)
+            got[...] = np.nan
+            assert call() == 0 and np.array_equal(got, want)
+    finally:
+        numba.set_num_threads(before)

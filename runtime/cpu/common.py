@@ -122,6 +122,19 @@ def entry_point(disp, args):
     return None if cres is None else cres.entry_point
 
 
+def checked(call, on_bad, ok: int = -1):
+    """A prebound step whose kernel returns a status: ``call()``, then ``on_bad(r)`` (which
+    raises) when its result ``r`` is not ``ok``. The parts stay readable as ``.checked = (call,
+    on_bad, ok)``, so the executable's generated call (``Executable._fast_call``) can call
+    ``call`` and test the status inline instead of going through this wrapper."""
+    def run():
+        r = call()
+        if r != ok:
+            on_bad(r)
+    run.checked = (call, on_bad, ok)
+    return run
+
+
 def bound(fn, *args):
     """``fn(*args)`` as a no-argument call for a prebound step (``Kernel.bind``): through the
     compiled entry point when ``fn`` is a Numba dispatcher (or a ``Lazy`` one) whose

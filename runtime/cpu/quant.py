@@ -53,6 +53,7 @@ vnni, AVX2 -> avx2, else generic). Lowering an op binds the path of that moment.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import weakref
 
@@ -344,6 +345,20 @@ def _call_kernel(typingctx, fn, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11
     return sig, codegen
 
 
+@intrinsic
+def _thread_count(typingctx):
+    """The threading layer's current thread count, as Numba's parallel loops read it: the
+    ``get_num_threads`` symbol its library registers (``numba.get_num_threads()`` in compiled code
+    holds a ctypes pointer instead, which keeps a function from Numba's on-disk cache)."""
+    sig = types.int64()
+
+    def codegen(context, builder, sig, args):
+        from numba.core import cgutils
+        f = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []), "get_num_threads")
+        return builder.call(f, [])
+    return sig, codegen
+
+
 @njit(cache=True)
 def _addr(a):
     return np.int64(a.ctypes.data)
@@ -432,11 +447,14 @@ def qmatmul_rows(fn, bits, S, has_m, i8c, cmul, qs, d16, m16, scale, qs2, d162, 
     One compiled call from Python (at one token a quantized linear is a few microseconds of
     work; the Python glue of separate quantize and matmul calls cost as much): the rows are
     quantized (``_quant_row``; on threads from ``PARALLEL_QUANT`` elements), then the work items
-    (expert, ``item_groups`` row groups) run in ``threads`` contiguous runs of equal cost. Returns 0, or -1 when ``offsets`` do not rise from 0 to the row count (nothing
+    (expert, ``item_groups`` row groups) run in ``threads`` contiguous runs of equal cost (``threads``
+    <= 0: ``numba.get_num_threads()``). Returns 0, or -1 when ``offsets`` do not rise from 0 to the row count (nothing
     written). ``scratch`` (int8, at least ``scratch_bytes``; else the buffers are allocated
     here): the per-call buffers, carved rather than allocated (a bound call keeps one; six
     allocations measured 1.7 us per call)."""
     M, K = x.shape
+    if threads <= 0:  # the current thread count (numba.set_num_threads), read here
+        threads = _thread_count()
     offs = offsets
     if offsets.size == 0:
         offs = np.zeros(2, np.int64)
@@ -513,7 +531,7 @@ def fixed_call(fn: int, w: Prepared, v: Prepared, x, offsets, bias, act: int, ou
     kernel address, the weights, every array and a scratch buffer bound once (no type dispatch
     on its 25 arguments, no per-call checks or allocations). A no-argument callable returning 0,
     or -1 for malformed offsets; None when the arrays do not allow it (no rows, or not
-    C-contiguous: the entry point assumes C layout). Per call it reads only the thread count
+    C-contiguous: the entry point assumes C layout). The kernel reads the thread count itself
     (``numba.set_num_threads`` applies). ``x`` f32 ``[M, K]``, ``offsets`` int64 (empty: one
     group), ``bias`` f32 (``_NO_BIAS``: none), ``out`` f32 ``[M, N]``."""
     if x.shape[0] == 0 or not (x.flags.c_contiguous and out.flags.c_contiguous and bias.flags.c_contiguous
@@ -522,9 +540,8 @@ def fixed_call(fn: int, w: Prepared, v: Prepared, x, offsets, bias, act: int, ou
     bits, S, has_m, i8c, cmul = w.codes
     head = (fn, bits, S, has_m, i8c, cmul) + w.parts + v.parts + (w.ng, w.nlast, w.nsub)
     scratch = np.empty(scratch_bytes(x.shape[0], out.shape[1], w.nsub, S, has_m, act != ACT_NONE), np.int8)
-    pre, post = head + (x, offsets, bias, act), (out, ITEMS_PER_THREAD, scratch)
-    entry = _entry_point(pre + (1,) + post)
-    return lambda: entry(*pre, num_threads(), *post)
+    args = head + (x, offsets, bias, act, 0, out, ITEMS_PER_THREAD, scratch)
+    return functools.partial(_entry_point(args), *args)
 
 
 def _entry_point(args):

@@ -89,8 +89,8 @@ def lower_embedding(op) -> Kernel:
         if ids.dtype != np.int64 or not contiguous(ids, table, out):
             return None
         idx = ids.reshape(-1)
-        call, vocab = common.bound(X.gather_rows, *args(idx, table, out)), table.shape[0]
-        return lambda: check(idx, vocab, call())
+        vocab = table.shape[0]
+        return common.checked(common.bound(X.gather_rows, *args(idx, table, out)), lambda bad: check(idx, vocab, bad))
     return Kernel(run, "gather_rows", impl="numba", bind=bind)
 
 

@@ -90,8 +90,8 @@ def lower_moe_dispatch(op) -> Kernel:
         if topk_ids.dtype != np.int64 or not contiguous(topk_ids, order, offsets):
             return None
         ids = topk_ids.reshape(-1)
-        call = common.bound(M.dispatch, ids, num_experts, order, offsets)
-        return lambda: check(ids, call())
+        return common.checked(common.bound(M.dispatch, ids, num_experts, order, offsets),
+                              lambda bad: check(ids, bad))
     return Kernel(run, "moe_dispatch", impl="numba", bind=bind)
 
 
@@ -115,8 +115,8 @@ def lower_moe_permute(op) -> Kernel:
     def bind(x, order, out):
         if order.dtype != np.int64 or not contiguous(x, order, out):
             return None
-        call, t = common.bound(X.gather_rows, *args(x, order, out)), x.shape[0]
-        return lambda: check(order, t, call())
+        t = x.shape[0]
+        return common.checked(common.bound(X.gather_rows, *args(x, order, out)), lambda bad: check(order, t, bad))
     return Kernel(run, "moe_permute", impl="numba", bind=bind)
 
 
@@ -201,6 +201,6 @@ def lower_moe_combine(op) -> Kernel:
     def bind(y_perm, order, topk_weights, out):
         if not (native and order.dtype == np.int64 and contiguous(y_perm, order, topk_weights, out)):
             return None
-        call = common.bound(M.combine, y_perm, order, topk_weights, y_perm.size >= M.PARALLEL_ELEMENTS, out)
-        return lambda: check(order, call())
+        return common.checked(common.bound(M.combine, y_perm, order, topk_weights,
+                                           y_perm.size >= M.PARALLEL_ELEMENTS, out), lambda bad: check(order, bad))
     return Kernel(run, f"moe_combine_{ct.name}", impl="numba", bind=bind)

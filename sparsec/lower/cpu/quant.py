@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from ...ir.types import QuantType
+from ...runtime.cpu import common
 from ...runtime.cpu import linalg as L
 from ...runtime.cpu import quant as Q
 from . import Kernel, LoweringError, contiguous
@@ -162,10 +163,9 @@ def lower_grouped(op, act: int) -> Kernel:
         if call is None:
             return None
 
-        def run_bound():
-            if call() != 0:
-                raise bad(offsets, x.shape[0])
-        return run_bound
+        def on_bad(_status):
+            raise bad(offsets, x.shape[0])
+        return common.checked(call, on_bad, ok=0)
     return Kernel(run, name, impl=_impl(isa), info={"isa": isa, "format": w_t.format}, bind=bind)
 
 
