@@ -30,7 +30,7 @@ _NO_DIMS = contextlib.nullcontext()
 #: bind the steps whose arrays are all static (``Kernel.bind``) when preparing; tests turn it
 #: off to compare the two (they must give the same bits)
 PREBIND = True
-#: call a prepared state through its generated straight-line function (``_Fast``) when the
+#: call a prepared state through its generated straight-line function (``_fast_call``) when the
 #: inputs have the shapes and dtypes it was made for; tests turn it off to compare
 FAST_CALLS = True
 
@@ -196,9 +196,11 @@ class Executable:
                 ns[f"_b{i}"] = buf
                 lines.append(f"    _copyto(_b{i}, x{i})")
                 continue
-            if i not in self._inplace:
-                lines.append(f"    if not x{i}.flags.c_contiguous: x{i} = _require(x{i}, requirements='C')")
-            lines += [f"    {ref(args)}[{j}] = x{i}" for args, j in patches]
+            arg = f"x{i}"
+            if i not in self._inplace:  # (as _run: the kernels get a C-contiguous copy, a result the array)
+                arg = f"c{i}"
+                lines.append(f"    c{i} = x{i} if x{i}.flags.c_contiguous else _require(x{i}, requirements='C')")
+            lines += [f"    {ref(args)}[{j}] = {arg}" for args, j in patches]
         for n, (root, shape, dtype, patches) in enumerate(prep.fresh):
             ns[f"_fs{n}"], ns[f"_fd{n}"], ns["_empty"] = shape, dtype, np.empty
             lines.append(f"    o{n} = _empty(_fs{n}, _fd{n})")
