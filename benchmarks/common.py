@@ -132,8 +132,8 @@ def measure_limits(repeat: int) -> dict:
 
 def row(case, impl, med, best, ref_med=None, nbytes=None, flops=None, limits=None, note="", paired_bw=None):
     """One result row. ``paired_bw``: ``paired_bandwidth``'s (fraction, probe GB/s); then ``%bw``
-    is that fraction (against the bandwidth of the same moments) and ``%bw@start`` the fraction of
-    the run's limit ``limits["bandwidth"]``."""
+    is that fraction (against the bandwidth of the same moments), and the note also gives the
+    fraction of the run's limit ``limits["bandwidth"]``."""
     r = {"case": case, "impl": impl, "ms": med * 1e3, "min_ms": best * 1e3, "ratio": (med / ref_med) if ref_med else None,
          "note": note}
     if nbytes is not None:

@@ -447,11 +447,12 @@ def qmatmul_rows(fn, bits, S, has_m, i8c, cmul, qs, d16, m16, scale, qs2, d162, 
     One compiled call from Python (at one token a quantized linear is a few microseconds of
     work; the Python glue of separate quantize and matmul calls cost as much): the rows are
     quantized (``_quant_row``; on threads from ``PARALLEL_QUANT`` elements), then the work items
-    (expert, ``item_groups`` row groups) run in ``threads`` contiguous runs of equal cost (``threads``
-    <= 0: ``numba.get_num_threads()``). Returns 0, or -1 when ``offsets`` do not rise from 0 to the row count (nothing
-    written). ``scratch`` (int8, at least ``scratch_bytes``; else the buffers are allocated
-    here): the per-call buffers, carved rather than allocated (a bound call keeps one; six
-    allocations measured 1.7 us per call)."""
+    (expert, ``item_groups`` row groups) run in ``threads`` contiguous runs of equal cost
+    (``threads`` <= 0: the current thread count, ``numba.set_num_threads``). Returns 0, or -1
+    when ``offsets`` do not rise from 0 to the row count (nothing written). ``scratch`` (int8,
+    at least ``scratch_bytes``; else the buffers are allocated here): the per-call buffers,
+    carved rather than allocated (a bound call keeps one; six allocations measured 1.7 us per
+    call)."""
     M, K = x.shape
     if threads <= 0:  # the current thread count (numba.set_num_threads), read here
         threads = _thread_count()
