@@ -169,10 +169,10 @@ class Executable:
         inputs or per-call error slots."""
         if prep.needs_dims or prep.errors is not None or set(self._symbols) != set(self._key_symbols) \
                 or type(self)._run is not Executable._run or type(self)._run_steps is not Executable._run_steps \
-                or any(p is not None for _, _, p, _ in prep.entries) or len(arrays) != len(self._input_dims):
+                or any(p is not None for _, _, p, _ in prep.entries):
             return None
         ns: dict = {"_nd": np.ndarray, "_copyto": np.copyto, "_SE": SparsecError, "_err": self._kernel_error,
-                    "_require": np.require}
+                    "_require": np.require, "_empty": np.empty}
         names = [f"x{i}" for i in range(len(arrays))]
         lines = ["def fast(*xs):", f"    if len(xs) != {len(names)}: return None"]
         if names:
@@ -202,7 +202,7 @@ class Executable:
                 lines.append(f"    c{i} = x{i} if x{i}.flags.c_contiguous else _require(x{i}, requirements='C')")
             lines += [f"    {ref(args)}[{j}] = {arg}" for args, j in patches]
         for n, (root, shape, dtype, patches) in enumerate(prep.fresh):
-            ns[f"_fs{n}"], ns[f"_fd{n}"], ns["_empty"] = shape, dtype, np.empty
+            ns[f"_fs{n}"], ns[f"_fd{n}"] = shape, dtype
             lines.append(f"    o{n} = _empty(_fs{n}, _fd{n})")
             lines += [f"    {ref(args)}[{j}] = o{n}" for args, j in patches]
         lines += ["    k = -1", "    try:"]

@@ -106,12 +106,15 @@ def _accepts(sig, tys) -> bool:
 
 
 def entry_point(disp, args):
-    """The compiled entry of dispatcher ``disp`` for ``args``' types: its exact specialization,
+    """The compiled entry of dispatcher ``disp`` (or a ``Lazy`` one, resolved now) for ``args``'
+    types: its exact specialization,
     else one that accepts them (``_accepts``), else one compiled now where ``disp`` may compile;
     None if there is none. It skips the dispatcher's per-call type dispatch (after a decode
     step's weight streams leave the caches cold, a call measured 2.7 -> 1.6 us) and checks
     nothing: it is for arguments fixed once, whose types were resolved here."""
     from numba import typeof
+    if isinstance(disp, Lazy):
+        disp = disp.resolve()
     tys = tuple(typeof(a) for a in args)
     cres = disp.overloads.get(tys)
     if cres is None:
@@ -139,9 +142,7 @@ def bound(fn, *args):
     """``fn(*args)`` as a no-argument call for a prebound step (``Kernel.bind``): through the
     compiled entry point when ``fn`` is a Numba dispatcher (or a ``Lazy`` one) whose
     specialization takes these arguments (``entry_point``), else through ``fn`` itself."""
-    if isinstance(fn, Lazy):
-        fn = fn.resolve()
-    if isinstance(fn, Dispatcher):
+    if isinstance(fn, (Lazy, Dispatcher)):
         ep = entry_point(fn, args)
         if ep is not None:
             return functools.partial(ep, *args)

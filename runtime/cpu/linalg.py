@@ -533,7 +533,7 @@ def linear_f32(x, w, bias, out):
             np.add(out, bias, out=out)
         return
     w3 = w.reshape((1,) + w.shape)
-    if M * w.shape[0] * w.shape[1] < SERIAL_WORK:  # one work item on this thread (the MoE router):
+    if _one_item(M, w):  # one work item on this thread (the MoE router):
         # what grouped_gemm_nt would run, without its item lists (8 x 1024, warm: 2.3 -> 1.2 us)
         _run_item(x, w3, 0, M, 0, 0, w.shape[0], _NO_BIAS if bias is None else bias, out)
         return
@@ -541,11 +541,16 @@ def linear_f32(x, w, bias, out):
                     BLAS_MIN_ROWS, num_threads(), out)
 
 
+def _one_item(M: int, w) -> bool:
+    """Does ``linear_f32`` run ``M`` rows times ``w`` as one work item on the calling thread?"""
+    return 0 < M < BLAS_MIN_ROWS and M * w.shape[0] * w.shape[1] < SERIAL_WORK
+
+
 def linear_f32_call(x, w, bias, out):
     """``linear_f32(x, w, bias, out)`` as a no-argument call for arrays fixed once (a prebound
     step): one work item (the MoE router) calls its compiled entry directly."""
     M = x.shape[0]
-    if 0 < M < BLAS_MIN_ROWS and M * w.shape[0] * w.shape[1] < SERIAL_WORK:
+    if _one_item(M, w):
         return bound(_run_item, x, w.reshape((1,) + w.shape), 0, M, 0, 0, w.shape[0],
                      _NO_BIAS if bias is None else bias, out)
     return bound(linear_f32, x, w, bias, out)

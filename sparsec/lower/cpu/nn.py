@@ -163,7 +163,7 @@ def lower_rope(op: Operation) -> Kernel:
         head, tail = (xa.reshape(-1), nb, m, seq, d, r, pb), (interleaved, out.reshape(-1))
         # every call's tables are flat f32 arrays: the entry point for those types is resolved once
         table = np.zeros(1, np.float32)
-        k = common.entry_point(k.resolve() if isinstance(k, common.Lazy) else k, head + (table, table) + tail) or k
+        k = common.entry_point(k, head + (table, table) + tail) or k
 
         def run_bound():
             cos_t, sin_t = _rope_table(inv_key, inv, pos)
