@@ -156,6 +156,22 @@ def test_non_finite_activations_give_nan_rows():
         assert np.isfinite(y[0]).all() and np.isnan(y[1]).all() and np.isnan(y[2]).all()
 
 
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan, F32(np.finfo(F32).max)])
+def test_activation_blocks_with_non_finite_values_quantize_to_nan_scales(bad):
+    """The block holding an inf or NaN gets a NaN scale and zero integers; its neighbours
+    quantize as usual (the largest finite float is an ordinary block: scale max/127)."""
+    x = np.random.default_rng(1).standard_normal((2, 96)).astype(F32)
+    x[1, 40] = bad
+    xq, xd, xc, _ = Q.quantize_activations(x, "q8_0", 3)
+    ok, _, _, _ = Q.quantize_activations(x[:1], "q8_0", 3)
+    assert np.array_equal(xq[:1], ok) and np.isfinite(xd[0]).all()
+    if np.isfinite(bad):
+        assert xd[1, 1] == F32(np.finfo(F32).max) / F32(127) and np.abs(xq[1, 32:64]).max() == 127
+    else:
+        assert np.isnan(xd[1, 1]) and not xq[1, 32:64].any() and xc[1, 1] == 0
+    assert np.isfinite(xd[1, [0, 2]]).all() and xq[1, :32].any() and xq[1, 64:].any()
+
+
 # ---------------------------------------------------------------------------------------------
 # the paths against each other and against the formula
 

@@ -184,34 +184,38 @@ def prepare(qt) -> Prepared:
 
 @njit(cache=True)
 def _quant_row(x, r, nsub, S, cmul, has_m, xq, xd, xc, xm, xs):
-    """One row (straight-line loops over each block, so they vectorize; no fast-math: the
-    division and ``rint`` are IEEE, as NumPy's)."""
+    """One row. No fast-math: the division and ``rint`` are IEEE, as NumPy's. A block's
+    ``max|x|`` is taken on the bit patterns (``|x|`` of a float orders as its bits without the
+    sign; an integer max reduction vectorizes, a float one with NaN checks did not): bits at or
+    above infinity's mean an inf or NaN in the block. Measured 3.9 -> 1.9 us for 2 x 2816 values
+    (the down projection's activations at one token, two experts)."""
     K = x.shape[1]
     zero = np.float32(0.0)
     lim = np.float32(127.0)
     for sb in range(nsub):
         k0 = sb * 32
         n = min(32, K - k0) if k0 < K else 0
-        amax = zero
-        bad = zero
+        m = np.uint32(0)
         for j in range(n):
-            v = x[r, k0 + j]
-            a = abs(v)
-            amax = a if a > amax else amax
-            bad += v * zero                       # NaN if some v is inf or NaN
-        d = amax / lim
+            m = max(m, np.float32(x[r, k0 + j]).view(np.uint32) & np.uint32(0x7FFFFFFF))
         s = 0
-        if bad == zero and d > zero:
-            for j in range(n):
-                q = np.rint(x[r, k0 + j] / d)
-                q = min(max(q, -lim), lim)
-                qi = np.int32(q)
-                xq[r, k0 + j] = np.int8(qi)
-                s += qi
-        else:
+        if m >= np.uint32(0x7F800000):               # an inf or NaN: the block (and its row) NaN
             for j in range(n):
                 xq[r, k0 + j] = 0
-            d = np.float32(np.nan) if bad != zero else zero
+            d = np.float32(np.nan)
+        else:
+            d = np.uint32(m).view(np.float32) / lim  # max|x| / 127
+            if d > zero:
+                for j in range(n):
+                    q = np.rint(x[r, k0 + j] / d)
+                    q = min(max(q, -lim), lim)
+                    qi = np.int32(q)
+                    xq[r, k0 + j] = np.int8(qi)
+                    s += qi
+            else:
+                for j in range(n):
+                    xq[r, k0 + j] = 0
+                d = zero
         for j in range(n, 32):
             xq[r, k0 + j] = 0
         xd[r, sb] = d
