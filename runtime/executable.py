@@ -33,6 +33,10 @@ PREBIND = True
 #: call a prepared state through its generated straight-line function (``_fast_call``) when the
 #: inputs have the shapes and dtypes it was made for; tests turn it off to compare
 FAST_CALLS = True
+#: after this many calls through a state's fast call, run its steps as one native plan
+#: (``runtime.cpu.native``) where every step is a bound native call; 0: never. (Building one
+#: takes ~0.15 s of Numba compilation: worth it for a state that is called again and again.)
+NATIVE_AFTER = 3
 
 
 class RuntimeInputError(SparsecError):
@@ -60,6 +64,10 @@ class _Prepared:
     #: the generated call for these sizes (``Executable._fast_call``): False until made, None
     #: where this state cannot have one
     fast: object = False
+    #: its native plan (``runtime.cpu.native.NativePlan``): None until made (or where the
+    #: steps cannot have one); ``native_error``: why building one failed, if it did
+    native: object = None
+    native_error: object = None
 
 
 class Executable:
@@ -155,7 +163,7 @@ class Executable:
 
     _fast = None
 
-    def _fast_call(self, prep: _Prepared, arrays):
+    def _fast_call(self, prep: _Prepared, arrays, native=None):
         """A Python function generated for this prepared state, or None where it cannot have one:
         ``f(*arrays)`` returns the results as ``_run`` would, or None (nothing done) when the
         inputs are not NumPy arrays of exactly the shapes and dtypes of ``arrays``.
@@ -166,7 +174,13 @@ class Executable:
         straight-line function whose constants are the bound entries and buffers touches far
         fewer objects. Only for states where the input shapes decide everything: every input
         symbol sizes the key (so equal shapes mean the same bindings), no per-call views of
-        inputs or per-call error slots."""
+        inputs or per-call error slots.
+
+        After ``NATIVE_AFTER`` calls the function makes its successor (``_go_native``): where every
+        step is a bound native call, the same function with one native plan (``native``, a
+        ``runtime.cpu.native.NativePlan``) in place of the calls of the steps. A failing step
+        then either has its status checked as before, or its exception leaves the plan: the
+        function returns None and the general path runs the steps again and names the op."""
         if prep.needs_dims or prep.errors is not None or set(self._symbols) != set(self._key_symbols) \
                 or type(self)._run is not Executable._run or type(self)._run_steps is not Executable._run_steps \
                 or any(p is not None for _, _, p, _ in prep.entries):
@@ -175,6 +189,11 @@ class Executable:
                     "_require": np.require, "_empty": np.empty}
         names = [f"x{i}" for i in range(len(arrays))]
         lines = ["def fast(*xs):", f"    if len(xs) != {len(names)}: return None"]
+        if native is None and NATIVE_AFTER > 0:  # count the calls, then make the native successor
+            # (shape and dtype stand-ins: the caller's arrays are not kept)
+            like = [np.broadcast_to(np.zeros((), x.dtype), x.shape) if type(x) is np.ndarray else x for x in arrays]
+            ns["_calls"], ns["_go_native"] = 0, lambda: self._go_native(prep, like)
+            lines += ["    global _calls", "    _calls += 1", f"    if _calls == {NATIVE_AFTER}: _go_native()"]
         if names:
             lines.append(f"    {', '.join(names)}, = xs")
         for i, x in enumerate(arrays):
@@ -205,20 +224,29 @@ class Executable:
             ns[f"_fs{n}"], ns[f"_fd{n}"] = shape, dtype
             lines.append(f"    o{n} = _empty(_fs{n}, _fd{n})")
             lines += [f"    {ref(args)}[{j}] = o{n}" for args, j in patches]
-        lines += ["    k = -1", "    try:"]
-        for e, (fn, args, _p, k) in enumerate(prep.entries):
-            lines.append(f"        k = {k}")
-            chk = getattr(fn, "checked", None) if not args else None
-            if chk is not None:  # a status-returning call (runtime.cpu.common.checked): tested here
-                ns[f"_f{e}"], ns[f"_c{e}"] = chk[0], chk[1]
-                lines += [f"        r = _f{e}()", f"        if r != {int(chk[2])}: _c{e}(r)"]
-                continue
-            ns[f"_f{e}"] = fn
-            lines.append(f"        _f{e}()" if not args else f"        _f{e}(*{ref(args)})")
-        if not prep.entries:
-            lines.append("        pass")
-        lines += ["    except _SE:", "        raise", "    except Exception as e:", "        if k < 0:",
-                  "            raise", "        raise _err(k, e) from e"]
+        if native is not None:
+            ns["_plan"], ns["_status"] = native.run, native.status
+            ns["_bad"] = {k: fn.checked[1] for fn, _a, _p, k in prep.entries if hasattr(fn, "checked")}
+            lines += ["    try:", "        k = _plan()", "    except Exception:",
+                      "        return None",  # the general path runs the steps again and names the op
+                      "    if k >= 0:", "        try:", "            _bad[k](_status[0])", "        except _SE:",
+                      "            raise", "        except Exception as e:", "            raise _err(k, e) from e",
+                      "        return None"]
+        else:
+            lines += ["    k = -1", "    try:"]
+            for e, (fn, args, _p, k) in enumerate(prep.entries):
+                lines.append(f"        k = {k}")
+                chk = getattr(fn, "checked", None) if not args else None
+                if chk is not None:  # a status-returning call (runtime.cpu.common.checked): tested here
+                    ns[f"_f{e}"], ns[f"_c{e}"] = chk[0], chk[1]
+                    lines += [f"        r = _f{e}()", f"        if r != {int(chk[2])}: _c{e}(r)"]
+                    continue
+                ns[f"_f{e}"] = fn
+                lines.append(f"        _f{e}()" if not args else f"        _f{e}(*{ref(args)})")
+            if not prep.entries:
+                lines.append("        pass")
+            lines += ["    except _SE:", "        raise", "    except Exception as e:", "        if k < 0:",
+                      "            raise", "        raise _err(k, e) from e"]
         outs = []
         for n, src in enumerate(prep.result_sources):
             if src[0] == "static":
@@ -231,6 +259,24 @@ class Executable:
         lines.append(f"    return ({', '.join(outs)},)")
         exec(compile("\n".join(lines) + "\n", f"<sparsec fast call @{self.plan.function}>", "exec"), ns)
         return ns["fast"]
+
+    def _go_native(self, prep: _Prepared, arrays) -> None:
+        """Make ``prep``'s native plan and the fast call that runs it, and call through that from
+        now on; where the steps cannot have one, keep the fast call as it is. A failure to build
+        one is kept in ``prep.native_error`` (the calls go on as before)."""
+        from .cpu import native
+        try:
+            plan = native.plan_function(prep.entries)
+        except Exception as e:  # noqa: BLE001 - the fast call still works; the error is kept for tests
+            prep.native_error = e
+            return
+        if plan is None:
+            return
+        fast = self._fast_call(prep, arrays, native=plan)
+        if fast is not None:
+            if self._fast is prep.fast:
+                self._fast = fast
+            prep.native, prep.fast = plan, fast
 
     def _kernel_error(self, k: int, e: Exception, what: str = "kernel") -> KernelError:
         """What step ``k``'s exception ``e`` becomes: a ``KernelError`` naming the op and where it

@@ -17,16 +17,17 @@ import sparsec.runtime.executable as E
 
 @contextlib.contextmanager
 def prebind(on: bool):
-    """Prebinding, input and output staging and the generated fast calls all on, or all off (the
-    executable as it was before them)."""
-    old = E.PREBIND, E.FAST_CALLS, E.Executable.stage_input_bytes, E.Executable.stage_output_bytes
+    """Prebinding, input and output staging, the generated fast calls and native plans all on, or
+    all off (the executable as it was before them)."""
+    old = E.PREBIND, E.FAST_CALLS, E.Executable.stage_input_bytes, E.Executable.stage_output_bytes, E.NATIVE_AFTER
     E.PREBIND = E.FAST_CALLS = on
     E.Executable.stage_input_bytes = old[2] if on else 0
     E.Executable.stage_output_bytes = old[3] if on else 0
+    E.NATIVE_AFTER = old[4] if on else 0
     try:
         yield
     finally:
-        E.PREBIND, E.FAST_CALLS, E.Executable.stage_input_bytes, E.Executable.stage_output_bytes = old
+        E.PREBIND, E.FAST_CALLS, E.Executable.stage_input_bytes, E.Executable.stage_output_bytes, E.NATIVE_AFTER = old
 
 
 def same_bits(a, b) -> bool:

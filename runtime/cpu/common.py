@@ -105,13 +105,10 @@ def _accepts(sig, tys) -> bool:
     return True
 
 
-def entry_point(disp, args):
-    """The compiled entry of dispatcher ``disp`` (or a ``Lazy`` one, resolved now) for ``args``'
-    types: its exact specialization,
-    else one that accepts them (``_accepts``), else one compiled now where ``disp`` may compile;
-    None if there is none. It skips the dispatcher's per-call type dispatch (after a decode
-    step's weight streams leave the caches cold, a call measured 2.7 -> 1.6 us) and checks
-    nothing: it is for arguments fixed once, whose types were resolved here."""
+def compiled(disp, args):
+    """The compile result of dispatcher ``disp`` (or a ``Lazy`` one, resolved now) for ``args``'
+    types: its exact specialization, else one that accepts them (``_accepts``), else one
+    compiled now where ``disp`` may compile; None if there is none."""
     from numba import typeof
     if isinstance(disp, Lazy):
         disp = disp.resolve()
@@ -122,7 +119,24 @@ def entry_point(disp, args):
     if cres is None and getattr(disp, "_can_compile", False):
         disp.compile(tys)
         cres = disp.overloads.get(tys)
+    return cres
+
+
+def entry_point(disp, args):
+    """The compiled entry of ``compiled(disp, args)``, or None. It skips the dispatcher's
+    per-call type dispatch (after a decode step's weight streams leave the caches cold, a call
+    measured 2.7 -> 1.6 us) and checks nothing: it is for arguments fixed once, whose types were
+    resolved here."""
+    cres = compiled(disp, args)
     return None if cres is None else cres.entry_point
+
+
+def bind_compiled(cres, args):
+    """``functools.partial(cres.entry_point, *args)``, carrying ``.native = (cres, args)`` so that
+    a native plan (``native.plan_function``) can call the same compiled code directly."""
+    call = functools.partial(cres.entry_point, *args)
+    call.native = (cres, tuple(args))
+    return call
 
 
 def checked(call, on_bad, ok: int = -1):
@@ -143,9 +157,9 @@ def bound(fn, *args):
     compiled entry point when ``fn`` is a Numba dispatcher (or a ``Lazy`` one) whose
     specialization takes these arguments (``entry_point``), else through ``fn`` itself."""
     if isinstance(fn, (Lazy, Dispatcher)):
-        ep = entry_point(fn, args)
-        if ep is not None:
-            return functools.partial(ep, *args)
+        cres = compiled(fn, args)
+        if cres is not None:
+            return bind_compiled(cres, args)
     return functools.partial(fn, *args)
 
 

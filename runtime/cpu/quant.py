@@ -62,7 +62,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
-from .common import TILE_ROW_COST, group_items, num_threads, offsets_partition, split_by_cost
+from .common import TILE_ROW_COST, bind_compiled, group_items, num_threads, offsets_partition, split_by_cost
 from .linalg import ACT_NONE, gated_rows, prange_only
 from .llvm_dot import ISAS, host_isa
 
@@ -546,18 +546,18 @@ def fixed_call(fn: int, w: Prepared, v: Prepared, x, offsets, bias, act: int, ou
     head = (fn, bits, S, has_m, i8c, cmul) + w.parts + v.parts + (w.ng, w.nlast, w.nsub)
     scratch = np.empty(scratch_bytes(x.shape[0], out.shape[1], w.nsub, S, has_m, act != ACT_NONE), np.int8)
     args = head + (x, offsets, bias, act, 0, out, ITEMS_PER_THREAD, scratch)
-    return functools.partial(_entry_point(args), *args)
+    return bind_compiled(_compiled(args), args)
 
 
-def _entry_point(args):
-    """``qmatmul_rows``'s compiled entry for these argument types (compiled now if new)."""
+def _compiled(args):
+    """``qmatmul_rows``'s compile result for these argument types (compiled now if new)."""
     from numba import typeof
     sig = tuple(typeof(a) for a in args)
     cres = qmatmul_rows.overloads.get(sig)
     if cres is None:
         qmatmul_rows.compile(sig)
         cres = qmatmul_rows.overloads[sig]
-    return cres.entry_point
+    return cres
 
 
 def linear(fn: int, x: np.ndarray, w: Prepared, bias, out: np.ndarray) -> None:
