@@ -10,7 +10,9 @@ constants) and whose kernel offers ``bind`` is bound when preparing: its entry i
 callable with no arguments, which skips the kernel wrapper's per-call reshapes and checks.
 After its first call a prepared state also gets a generated straight-line function
 (``_fast_call``) that later calls with inputs of the same shapes and dtypes go through: the
-input copies, the bound entries and the result copies, with no lookups or loops.
+input copies, the bound entries and the result copies, with no lookups or loops. After
+``NATIVE_AFTER`` such calls, a state whose steps are all bound native calls runs them as one
+compiled function (a native plan, ``runtime.cpu.native``): one call from Python per call.
 """
 from __future__ import annotations
 
