@@ -1,7 +1,7 @@
 """Quantized CPU kernels (``sparsec/lower/cpu/quant.py``, ``runtime/cpu/quant.py``,
 ``runtime/cpu/llvm_quant.py``) for every format, op and instruction-set path:
 
-* the ``r16`` layout round-trips exactly;
+* the ``r16`` and ``r16i`` layouts round-trip exactly;
 * the activation quantization is exactly the NumPy formula (blocks of 32, ``rint``);
 * the three paths (VNNI, AVX2, generic Numba) give bit-identical outputs, exact integer results
   on data where every float operation is exact, and agree with a NumPy evaluation of the
@@ -10,7 +10,8 @@
   ``sc.moe_gated_grouped_matmul`` stay within the derived bound of the reference interpreter
   (dequantize, then compute in f32): ``sum_k |w_k| * dx_k / 2`` plus rounding, for K not a
   multiple of the block, N not a multiple of the 16-row group, 0 / 1 / many rows, experts
-  without rows, f16 / bf16 activations, weights in the canonical ``blocks`` layout or in ``r16``,
+  without rows, f16 / bf16 activations, weights in the canonical ``blocks`` layout, in ``r16`` or
+  in the kernels' own (``r16i``; ``r16`` for i8c),
   sizes that take the threads;
 * ``sc.embedding`` of a quantized table gives the reference's rows exactly.
 """
@@ -25,7 +26,7 @@ from sparsec.frontend.tracer import Parameter
 from sparsec.ir.types import QuantType
 from sparsec.lower.cpu import LoweringError, lower_op, run_naive
 from sparsec.quant import FORMATS, QuantizedTensor, layouts, quantize
-from sparsec.quant.repack import LAYOUT, check_r16
+from sparsec.quant.repack import LAYOUT, LAYOUT_INLINE, check_kernel_layout, check_r16, kernel_layout
 from sparsec.runtime.cpu import linalg as L
 from sparsec.runtime.cpu import quant as Q
 
@@ -117,13 +118,19 @@ def run_path(isa, fn_name, x, qt, *rest):
 def test_r16_layout_round_trip(fmt, lead, n, k, seed):
     w = np.random.default_rng(seed).standard_normal(lead + (n, k)).astype(F32)
     qt = quantize(w, fmt)
-    r = layouts.repack(qt, LAYOUT)
-    assert r.layout == LAYOUT and layouts.preferred_layout(fmt) == LAYOUT
-    check_r16(fmt, qt.shape, r.parts)
-    back = layouts.to_blocks(r)
-    for name, part in qt.parts.items():
-        assert np.array_equal(back.parts[name], part), name
-    assert np.array_equal(np.asarray(r), np.asarray(qt))
+    assert layouts.preferred_layout(fmt) == kernel_layout(fmt) == (LAYOUT if fmt == "i8c" else LAYOUT_INLINE)
+    for layout, check in ((LAYOUT, check_r16), (kernel_layout(fmt), check_kernel_layout)):
+        r = layouts.repack(qt, layout)
+        assert r.layout == layout
+        check(fmt, qt.shape, r.parts)
+        back = layouts.to_blocks(r)
+        for name, part in qt.parts.items():
+            assert np.array_equal(back.parts[name], part), name
+        assert np.array_equal(np.asarray(r), np.asarray(qt))
+        if layout == LAYOUT_INLINE:  # the same bytes as r16, each block's scales moved inline
+            r16 = layouts.repack(qt, LAYOUT).parts
+            assert sorted(np.concatenate([v.reshape(-1).view(np.uint8) for v in r16.values()])) == \
+                sorted(r.parts["data"].reshape(-1))
 
 
 @settings(max_examples=25, deadline=None)
@@ -307,7 +314,7 @@ def quantized_graph(fn, specs, weights, layout, wdtype=None):
     assert len(ops) == len(weights)
     for op, qt in zip(ops, weights):
         op.result.type = QuantType(qt.fmt, qt.shape)
-        g.weights[op.attrs["name"]] = layouts.repack(qt, layout)
+        g.weights[op.attrs["name"]] = layouts.repack(qt, kernel_layout(qt.fmt) if layout == "kernel" else layout)
     return g
 
 
@@ -334,7 +341,7 @@ def check_within_bound(got, want, x, w, nsub, half=False):
 @pytest.mark.parametrize("fmt", FORMATS)
 @settings(max_examples=6, deadline=None)
 @given(m=st.sampled_from([0, 1, 3, 17]), n=st.integers(1, 50), k=st.integers(1, 160), bias=st.booleans(),
-       dtype=st.sampled_from(["float32", "float16", "bfloat16"]), layout=st.sampled_from(["blocks", LAYOUT]),
+       dtype=st.sampled_from(["float32", "float16", "bfloat16"]), layout=st.sampled_from(["blocks", LAYOUT, "kernel"]),
        seed=st.integers(0, 999))
 def test_linear(isa, fmt, m, n, k, bias, dtype, layout, seed):
     rng = np.random.default_rng(seed)
@@ -362,7 +369,7 @@ def random_offsets(rng, e, m, empty):
 @pytest.mark.parametrize("fmt", FORMATS)
 @settings(max_examples=5, deadline=None)
 @given(e=st.integers(1, 5), m=st.sampled_from([0, 1, 4, 23]), n=st.integers(1, 40), k=st.integers(1, 140),
-       empty=st.booleans(), layout=st.sampled_from(["blocks", LAYOUT]), seed=st.integers(0, 999))
+       empty=st.booleans(), layout=st.sampled_from(["blocks", LAYOUT, "kernel"]), seed=st.integers(0, 999))
 def test_grouped_matmul(isa, fmt, e, m, n, k, empty, layout, seed):
     rng = np.random.default_rng(seed)
     qt = quantize(rng.standard_normal((e, n, k)).astype(F32), fmt)
@@ -387,7 +394,7 @@ def test_gated_grouped_matmul(isa, fmt, e, m, n, k, act, dtype, seed):
     wg = quantize(rng.standard_normal((e, n, k)).astype(F32), fmt)
     wu = quantize(rng.standard_normal((e, n, k)).astype(F32), fmt)
     g = quantized_graph(lambda x, off, a, b: sc.ops.moe_gated_grouped_matmul(x, a, b, off, activation=act),
-                        [(("rows", k), dtype), ((e + 1,), "int64")], [wg, wu], LAYOUT)
+                        [(("rows", k), dtype), ((e + 1,), "int64")], [wg, wu], "kernel")
     x = rng.standard_normal((m, k)).astype(dtype)
     offsets = random_offsets(rng, e, m, True)
     (got,), (want,) = run_graph(g, [x, offsets], isa, "sc.moe_gated_grouped_matmul")
@@ -416,7 +423,7 @@ def test_gated_with_gate_and_up_in_different_formats():
     wg = quantize(rng.standard_normal((3, 20, 70)).astype(F32), "q8_0")
     wu = quantize(rng.standard_normal((3, 20, 70)).astype(F32), "q4_0")
     g = quantized_graph(lambda x, off, a, b: sc.ops.moe_gated_grouped_matmul(x, a, b, off),
-                        [(("rows", 70), "float32"), ((4,), "int64")], [wg, wu], LAYOUT)
+                        [(("rows", 70), "float32"), ((4,), "int64")], [wg, wu], "kernel")
     x = rng.standard_normal((9, 70)).astype(F32)
     offsets = np.array([0, 4, 4, 9], np.int64)
     (got,), (want,) = run_graph(g, [x, offsets], RUNNABLE[0], "sc.moe_gated_grouped_matmul")
@@ -434,13 +441,13 @@ def test_gated_with_gate_and_up_in_different_formats():
 def test_bad_offsets_are_refused():
     qt = quantize(np.ones((2, 16, 32), F32), "q8_0")
     g = quantized_graph(lambda x, off, w: sc.ops.grouped_matmul(x, w, off),
-                        [(("rows", 32), "float32"), ((3,), "int64")], [qt], LAYOUT)
+                        [(("rows", 32), "float32"), ((3,), "int64")], [qt], "kernel")
     with pytest.raises(ValueError, match="offsets must rise from 0 to 4"):
         run_naive(g, np.ones((4, 32), F32), np.array([0, 3, 2], np.int64))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("layout", ["blocks", LAYOUT])
+@pytest.mark.parametrize("layout", ["blocks", LAYOUT, "kernel"])
 def test_embedding_rows_are_exact(fmt, layout):
     rng = np.random.default_rng(5)
     qt = quantize(rng.standard_normal((37, 70)).astype(F32), fmt)
@@ -460,7 +467,7 @@ def test_embedding_rows_are_exact(fmt, layout):
 
 def test_path_is_chosen_at_lowering_and_can_be_forced(monkeypatch):
     qt = quantize(np.ones((16, 32), F32), "q4_0")
-    g = quantized_graph(lambda x, w: sc.ops.linear(x, w), [(("tokens", 32), "float32")], [qt], LAYOUT)
+    g = quantized_graph(lambda x, w: sc.ops.linear(x, w), [(("tokens", 32), "float32")], [qt], "kernel")
     op = next(o for o in g.main.ops if o.name == "sc.linear")
     monkeypatch.delenv("SPARSEC_QUANT_ISA", raising=False)
     k = lower_op(op)
@@ -481,7 +488,7 @@ def test_path_is_chosen_at_lowering_and_can_be_forced(monkeypatch):
 
 def test_a_weight_of_the_wrong_format_is_refused():
     qt = quantize(np.ones((16, 32), F32), "q4_0")
-    g = quantized_graph(lambda x, w: sc.ops.linear(x, w), [(("tokens", 32), "float32")], [qt], LAYOUT)
+    g = quantized_graph(lambda x, w: sc.ops.linear(x, w), [(("tokens", 32), "float32")], [qt], "kernel")
     name = next(o.attrs["name"] for o in g.main.ops if o.name == "sc.param")
     g.weights[name] = quantize(np.ones((16, 32), F32), "q8_0")
     with pytest.raises(ValueError, match="the weight is q8_0"):
@@ -523,7 +530,7 @@ def test_paths_thorough(fmt, m, n, k, seed):
 @pytest.mark.parametrize("fmt", FORMATS)
 @settings(max_examples=60, deadline=None)
 @given(e=st.integers(1, 9), m=st.integers(0, 70), n=st.integers(1, 90), k=st.integers(1, 400),
-       empty=st.booleans(), layout=st.sampled_from(["blocks", LAYOUT]), seed=st.integers(0, 10**6))
+       empty=st.booleans(), layout=st.sampled_from(["blocks", LAYOUT, "kernel"]), seed=st.integers(0, 10**6))
 def test_grouped_thorough(fmt, e, m, n, k, empty, layout, seed):
     for isa in RUNNABLE:
         test_grouped_matmul.hypothesis.inner_test(isa, fmt, e, m, n, k, empty, layout, seed)

@@ -6,7 +6,7 @@ interpreter, under numba's CUDA simulator (tiny shapes) or on a GPU:
   within the derived bound ``2 gamma_K sum_k |w x|`` (the weights are dequantized exactly as the
   reference does, so only the order of the f32 sums differs): K not a multiple of the block,
   0 / 1 / several rows (GEMV and tiled paths), experts without rows, a bias, gate and up in
-  different formats, weights in the canonical ``blocks`` layout or the CPU's ``r16``;
+  different formats, weights in the canonical ``blocks`` layout or the CPU's ``r16`` / ``r16i``;
 * ``sc.embedding`` of a quantized table gives the reference's rows exactly; a bad id raises;
 * the traced ``sc.nn.MoE`` layer compiled with ``target="cuda", quantize=q8_0 / q4_0``;
 * PTX for sm_90 of the quantized kernels, assembled with ``ptxas`` (subprocess, no simulator).
@@ -31,7 +31,7 @@ from sparsec.quant import FORMATS, layouts, quantize  # noqa: E402
 from sparsec.runtime.executable import KernelError  # noqa: E402
 
 F32 = np.float32
-LAYOUTS = ["blocks", "r16"]
+LAYOUTS = ["blocks", "r16", "kernel"]  # "kernel": the CPU kernels' own (r16i; r16 for i8c)
 FAST_FORMATS = ["q8_0", "q4_0", "i8c"]
 SLOW = pytest.mark.slow
 

@@ -7,9 +7,10 @@ per instruction set (ORC ``LLJIT``, as ``llvm_dot``): AVX-512 VNNI (``vpdpbusd``
 One function per weight format, ``void sc_q_<fmt>(i64 x 13)`` (every argument an ``i64``;
 pointers as integers)::
 
-    wq, wd, wm      weight data of the first row group: qs bytes, d (f16; i8c: the f32 row
-                    scales), m (f16, int4 formats; else unused), in the "r16" layout
-                    (sparsec/quant/repack.py)
+    wq, wd, wm      weight data of the first row group: its block stream (the "r16i" layout,
+                    sparsec/quant/repack.py: per block the quantized values, then the 16
+                    f16 scales d, then for int4 formats the 16 f16 minimums m); i8c: its
+                    quantized values ("r16") and ``wd`` its 16 f32 row scales; ``wm`` unused
     ng, nlast       row groups of 16 to compute; valid rows of the last one (1..16)
     xq, xd, xc, xm  the quantized activation rows (first row): int8 [M, nsub*32], per 32-block
                     scale f32 [M, nsub], correction i32 [M, nsub], int4: dx*sum(q) per weight
@@ -97,6 +98,9 @@ class _Gen:
         self.S = self.G // 32                          # sub-blocks per block
         self.steps = 8 if self.bits == 8 else 4
         self.sub_bytes = 512 if self.bits == 8 else 256
+        # r16i: each block's scales (and minimums) follow its quantized values; i8c: r16
+        self.inline = fmt != "i8c"
+        self.stride = self.S * self.sub_bytes + ((64 if self.has_m else 32) if self.inline else 0)
         # the AVX2 path computes exact signed sums for 8-bit weights: no correction
         self.use_corr = corr and not (isa == "avx2" and self.bits == 8)
         # VNNI, 4-bit: the high nibbles multiply in place (w & 0xF0 = 16 * hi; vpdpbusd sums in
@@ -165,12 +169,9 @@ class _Gen:
     def group(self, gi, ng, nlast) -> dict:
         """Pointers and output columns of row group ``gi``."""
         b, a = self.b, self.args
-        g = {"wq": self.addr(a["wq"], (gi, b.mul(a["nsub"], _c(self.sub_bytes))))}
+        g = {"wq": self.addr(a["wq"], (gi, b.mul(self.nb, _c(self.stride))))}
         if self.fmt == "i8c":
             g["wd"] = self.addr(a["wd"], (gi, 16 * 4))
-        else:
-            g["wd"] = self.addr(a["wd"], (gi, b.mul(self.nb, _c(32))))
-            g["wm"] = self.addr(a["wm"], (gi, b.mul(self.nb, _c(32)))) if self.has_m else None
         g["nval"] = b.select(b.icmp_signed("==", gi, b.sub(ng, _c(1))), nlast, _c(16))
         g["col"] = b.mul(gi, _c(16))
         return g
@@ -210,18 +211,19 @@ class _Gen:
         jb = loop.i
         facc = list(loop.vals)                                                        # [j * R + i]
         dw, m16 = [None] * C, [None] * C
-        for j, g in enumerate(gs):
-            if self.fmt != "i8c":
-                dw[j] = b.fpext(self.load(V16F16, self.addr(g["wd"], (jb, 32)), 2), V16F32)
+        blk = [self.addr(g["wq"], (jb, self.stride)) for g in gs]                      # block jb of each group
+        for j in range(C):
+            if self.inline:
+                dw[j] = b.fpext(self.load(V16F16, self.addr(blk[j], self.S * self.sub_bytes), 2), V16F32)
             if self.has_m:
-                m16[j] = b.fpext(self.load(V16F16, self.addr(g["wm"], (jb, 32)), 2), V16F32)
+                m16[j] = b.fpext(self.load(V16F16, self.addr(blk[j], self.S * self.sub_bytes + 32), 2), V16F32)
+        if R == 1 and PREFETCH_BYTES:
+            self.prefetch([self.addr(w, PREFETCH_BYTES + 64 * line) for w in blk
+                           for line in range(-(-self.stride // 64))])
         fb = [None] * (R * C)
         for t in range(self.S):
             sb = b.add(b.mul(jb, _c(self.S)), _c(t)) if self.S > 1 else jb
-            wbase = [self.addr(g["wq"], (sb, self.sub_bytes)) for g in gs]
-            if R == 1 and PREFETCH_BYTES:
-                self.prefetch([self.addr(w, PREFETCH_BYTES + 64 * line) for w in wbase
-                               for line in range(self.sub_bytes // 64)])
+            wbase = [self.addr(w, t * self.sub_bytes) if t else w for w in blk]
             # two integer chains per (row, group) (even / odd steps; 4-bit: low / high nibbles)
             # halve the vpdpbusd latency chain; exact either way
             first = []

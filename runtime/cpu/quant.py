@@ -32,9 +32,10 @@ the kernel's per-block f32 accumulation; integer sums are exact).
 (``tests/test_cpu_quant.py`` checks it, and checks the kernels against a NumPy evaluation of
 the formula above, to f32 rounding). Non-finite activations give NaN in their rows.
 
-**Kernels.** Weights are read in the ``"r16"`` layout (``sparsec/quant/repack.py``: 16 output
-rows interleaved, the preferred layout the quantize pass repacks to; a weight in another layout
-is repacked once, on first use, and cached beside it). Work items are (expert, 4 row groups =
+**Kernels.** Weights are read in the ``"r16i"`` layout (``sparsec/quant/repack.py``: 16 output
+rows interleaved, each block's scales inline after its values; ``"r16"`` for i8c: the preferred
+layouts the quantize pass repacks to; a weight in another layout is repacked once, on first
+use, and cached beside it). Work items are (expert, 4 row groups =
 64 output rows; at a few rows per expert longer runs, ``item_groups``) dealt to ``numba`` threads
 in contiguous runs of equal cost, as the f32 kernel
 (``linalg.grouped_gemm_nt``): each weight byte is read once per call, experts without rows cost
@@ -136,18 +137,21 @@ def kernel_address(fmt: str, isa: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# weights in the r16 layout, as the kernels take them
+# weights in the kernels' layout (r16i; i8c: r16)
 
 class Prepared:
-    """A quantized weight ``[E?, N, K]`` as flat r16 arrays: ``qs`` u8 ``[E*ng, bytes]``, ``d``/``m``
-    f16 bits as u16 ``[E*ng, nb*16]``, ``scale`` f32 ``[E*ng*16]`` (dummies where unused)."""
+    """A quantized weight ``[E?, N, K]`` as the kernels read it, flat over its row groups:
+    ``qs`` u8 ``[E*ng, bytes]`` (``r16i``: the whole block stream, scales inline; ``i8c``'s
+    ``r16``: the quantized values), ``scale`` f32 ``[E*ng*16]`` (``i8c``; else a dummy), and
+    ``d``/``m`` (dummies, kept for the kernels' argument lists)."""
 
     def __init__(self, qt):
         from ...quant import layouts
-        from ...quant.repack import LAYOUT, check_r16, geometry
-        if qt.layout != LAYOUT:
-            qt = layouts.repack(qt, LAYOUT)
-        check_r16(qt.fmt, qt.shape, qt.parts)
+        from ...quant.repack import check_kernel_layout, geometry, kernel_layout
+        want = kernel_layout(qt.fmt)
+        if qt.layout != want:
+            qt = layouts.repack(qt, want)
+        check_kernel_layout(qt.fmt, qt.shape, qt.parts)
         self.fmt = qt.fmt
         self.shape = qt.shape
         self.E = int(np.prod(qt.shape[:-2], dtype=np.int64))
@@ -156,10 +160,9 @@ class Prepared:
         self.nlast = self.N - (self.ng - 1) * 16
         rows = self.E * self.ng
         p = qt.parts
-        self.qs = np.ascontiguousarray(p["qs"]).reshape(rows, -1)
+        self.qs = np.ascontiguousarray(p["data"] if "data" in p else p["qs"]).reshape(rows, -1)
         dummy16 = np.zeros((1, 1), np.uint16)
-        self.d = p["d"].view(np.uint16).reshape(rows, -1) if "d" in p else dummy16
-        self.m = p["m"].view(np.uint16).reshape(rows, -1) if "m" in p else dummy16
+        self.d = self.m = dummy16
         self.scale = p["scale"].reshape(-1) if "scale" in p else np.zeros(1, np.float32)
         self.codes = FORMAT_CODES[qt.fmt]
         self.nbytes = int(sum(a.nbytes for a in p.values()))
@@ -171,7 +174,7 @@ _PREPARED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def prepare(qt) -> Prepared:
-    """``qt`` as the kernels read it (repacked to r16 once and cached while ``qt`` lives)."""
+    """``qt`` as the kernels read it (repacked to their layout once and cached while ``qt`` lives)."""
     p = _PREPARED.get(qt)
     if p is None:
         p = Prepared(qt)
@@ -275,10 +278,28 @@ def half_to_f32(h):
 
 
 @njit(cache=True)
+def block_stride(bits, S, has_m, i8c):
+    """Bytes per block of a row group (``sparsec.quant.repack.block_stride``): the quantized
+    values, then (``r16i``) the 16 scales and, for int4 formats, the 16 minimums."""
+    sub = 512 if bits == 8 else 256
+    if i8c:
+        return sub
+    return S * sub + (64 if has_m else 32)
+
+
+@njit(cache=True)
+def _half_at(qs, g, o):
+    """The f16 stored little-endian at bytes ``o, o+1`` of row ``g``, as float32."""
+    return half_to_f32(np.uint16(np.int32(qs[g, o]) | (np.int32(qs[g, o + 1]) << 8)))
+
+
+@njit(cache=True)
 def _generic_groups(bits, S, has_m, i8c, qs, d16, m16, scale, g0, ng, nlast, xq, xd, xm, r0, r1, nsub, out, c0):
     """The IR kernel's computation for row groups g0..g0+ng (flat indices into the weight
     arrays) and activation rows r0..r1, into ``out[r, c0 + 16*gi + l]``."""
     nb = nsub // S
+    sub = 512 if bits == 8 else 256
+    stride = block_stride(bits, S, has_m, i8c)
     isum = np.empty(16, np.int32)
     fb = np.empty(16, np.float32)
     facc = np.empty(16, np.float32)
@@ -290,24 +311,25 @@ def _generic_groups(bits, S, has_m, i8c, qs, d16, m16, scale, g0, ng, nlast, xq,
         for r in range(r0, r1):
             facc[:] = 0
             for jb in range(nb):
+                o = jb * stride
                 if not i8c:
                     for lane in range(16):
-                        dw[lane] = half_to_f32(d16[g, jb * 16 + lane])
+                        dw[lane] = _half_at(qs, g, o + S * sub + 2 * lane)
                 if has_m:
                     for lane in range(16):
-                        mw[lane] = half_to_f32(m16[g, jb * 16 + lane])
+                        mw[lane] = _half_at(qs, g, o + S * sub + 32 + 2 * lane)
                 for t in range(S):
                     sb = jb * S + t
                     for lane in range(16):
                         acc = 0
                         if bits == 8:
-                            base = sb * 512 + lane * 4
+                            base = o + t * sub + lane * 4
                             for s in range(8):
                                 for u in range(4):
                                     acc += (np.int32(qs[g, base + s * 64 + u]) - 128) * np.int32(xq[r, sb * 32 + 4 * s + u])
                         else:
                             off = 8 if (not has_m) else 0  # q4_0: q - 8
-                            base = sb * 256 + lane * 4
+                            base = o + t * sub + lane * 4
                             for s in range(4):
                                 for u in range(4):
                                     byte = np.int32(qs[g, base + s * 64 + u])
@@ -376,8 +398,8 @@ def _groups(fn, bits, S, has_m, i8c, qs, d16, m16, scale, g0, ng, nlast, xq, xd,
         return
     nb = nsub // S
     N = out.shape[1]
-    wd = _addr(scale) + g0 * 64 if i8c else _addr(d16) + g0 * nb * 32
-    _call_kernel(fn, _addr(qs) + g0 * qs.shape[1], wd, _addr(m16) + (g0 * nb * 32 if has_m else 0),
+    wd = _addr(scale) + g0 * 64 if i8c else 0  # (r16i: the scales are inline in qs)
+    _call_kernel(fn, _addr(qs) + g0 * qs.shape[1], wd, np.int64(0),
                  np.int64(ng), np.int64(nlast), _addr(xq) + r0 * nsub * 32, _addr(xd) + r0 * nsub * 4,
                  _addr(xc) + r0 * nsub * 4, _addr(xm) + (r0 * nb * 4 if has_m else 0), np.int64(r1 - r0),
                  np.int64(nsub), _addr(out) + (r0 * N + c0) * 4, np.int64(N))
@@ -573,22 +595,25 @@ def _dequant_row(bits, S, has_m, i8c, qs, d16, m16, scale, n, K, out, o):
     g = n // 16
     lane = n % 16
     G = 32 * S
+    sub = 512 if bits == 8 else 256
+    stride = block_stride(bits, S, has_m, i8c)
     for k in range(K):
-        sb = k // 32
-        kk = k % 32
         jb = k // G
+        t = (k % G) // 32
+        kk = k % 32
+        base = jb * stride + t * sub
         if bits == 8:
-            q = np.float32(np.int32(qs[g, sb * 512 + (kk // 4) * 64 + lane * 4 + kk % 4]) - 128)
+            q = np.float32(np.int32(qs[g, base + (kk // 4) * 64 + lane * 4 + kk % 4]) - 128)
         else:
             j = kk % 16
-            byte = np.int32(qs[g, sb * 256 + (j // 4) * 64 + lane * 4 + j % 4])
+            byte = np.int32(qs[g, base + (j // 4) * 64 + lane * 4 + j % 4])
             q = np.float32((byte & 15) if kk < 16 else (byte >> 4))
         if i8c:
             v = scale[n] * q
         else:
-            d = half_to_f32(d16[g, jb * 16 + lane])
+            d = _half_at(qs, g, jb * stride + S * sub + 2 * lane)
             if has_m:
-                v = d * q + half_to_f32(m16[g, jb * 16 + lane])
+                v = d * q + _half_at(qs, g, jb * stride + S * sub + 32 + 2 * lane)
             else:
                 v = d * (q - np.float32(8.0)) if bits == 4 else d * q
         out[o, k] = v

@@ -28,7 +28,7 @@ The decode GEMV reads q8_0 / q4_0 / int4 weights 32 bits per load instead (``q8_
 when K is a whole number of blocks: a q8_0 word is 4 consecutive inputs of a block, a 4-bit
 word 4 consecutive inputs in its low nibbles and the 4 inputs half a block later in its high ones.
 
-A weight in another layout (the CPU kernels' ``"r16"``, the quantize pass's default) is brought
+A weight in another layout (the CPU kernels' ``"r16i"`` / ``"r16"``, the quantize pass's default) is brought
 to ``"blocks"`` on the host when it is uploaded (``device.upload_weight``), once per model.
 """
 from __future__ import annotations

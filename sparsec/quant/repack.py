@@ -20,6 +20,23 @@ Parts (``ng = ceil(N / 16)``, ``nsub = K_padded / 32`` sub-blocks of 32 inputs, 
 =========================  ==========================================================================
 
 ``pack`` / ``unpack`` are exact inverses (the padding is dropped again).
+
+The ``"r16i"`` layout (the kernels' and the quantize pass's choice for the formats with block
+scales: ``q8_0``, ``q4_0``, ``int4*``) is ``r16`` with each block's scales stored right after its
+quantized values, so a row group is one stream of bytes instead of two or three:
+
+=========================  ==========================================================================
+``data`` u8                ``[..., ng, nb * stride]``: per block of the 16 rows, its ``qs`` bytes as
+                           in r16 (``S`` sub-blocks of 512 or 256 bytes), then its 16 ``d`` (f16,
+                           little-endian), then, for int4 formats, its 16 ``m``:
+                           ``stride = S * 512`` (or ``S * 256``) ``+ 32`` (``+ 64`` with ``m``)
+=========================  ==========================================================================
+
+Why: at one token the kernels stream a weight once, and every stream start costs (the hardware
+prefetchers retrain): same process, 1 token through 2 of 32 experts of 2816 x 1024 q4_0, 2
+threads, in the machine's 74 GB/s state: the gated product 133.0 -> 114.7 us and the down
+projection 67.9 -> 59.1 us with the scales inline (a parallel sum over the same bytes: 110.9 and
+53.3 us). ``i8c`` (one scale per row) stays ``r16``.
 """
 from __future__ import annotations
 
@@ -29,10 +46,26 @@ from .formats import QUANT_FORMATS, _unpack4
 from .layouts import register_layout, set_preferred_layout
 
 LAYOUT = "r16"
+#: r16 with the block scales inline (formats with block scales)
+LAYOUT_INLINE = "r16i"
 ROWS = 16
 SUB = 32
 
-__all__ = ["LAYOUT", "ROWS", "SUB", "group_size", "geometry"]
+__all__ = ["LAYOUT", "LAYOUT_INLINE", "ROWS", "SUB", "block_stride", "group_size", "geometry", "kernel_layout"]
+
+
+def kernel_layout(fmt: str) -> str:
+    """The layout the CPU kernels read ``fmt`` weights in: ``r16i``, or ``r16`` for ``i8c``."""
+    return LAYOUT if fmt == "i8c" else LAYOUT_INLINE
+
+
+def block_stride(fmt: str) -> int:
+    """Bytes per block of 16 rows in ``kernel_layout(fmt)``."""
+    g = group_size(fmt)
+    sub = 512 if fmt in ("q8_0", "i8c") else 256
+    if fmt == "i8c":
+        return sub
+    return (g // SUB) * sub + 32 * (2 if fmt.startswith("int4") else 1)
 
 
 def group_size(fmt: str) -> int:
@@ -151,6 +184,50 @@ def _make(fmt: str):
     return pack, unpack
 
 
+def _make_inline(fmt: str):
+    """``r16i``: r16's parts, each block's scales moved inline after its quantized values."""
+    pack16, unpack16 = _make(fmt)
+    has_m = fmt.startswith("int4")
+
+    def pack(parts: dict, shape: tuple) -> dict:
+        lead = tuple(shape[:-2])
+        ng, nsub, nb, _ = geometry(fmt, shape)
+        r = pack16(parts, shape)
+        pieces = [r["qs"].reshape(lead + (ng, nb, -1)), r["d"].view(np.uint8).reshape(lead + (ng, nb, 32))]
+        if has_m:
+            pieces.append(r["m"].view(np.uint8).reshape(lead + (ng, nb, 32)))
+        return {"data": np.ascontiguousarray(np.concatenate(pieces, axis=-1)).reshape(lead + (ng, nb * block_stride(fmt)))}
+
+    def unpack(parts: dict, shape: tuple) -> dict:
+        lead = tuple(shape[:-2])
+        ng, nsub, nb, _ = geometry(fmt, shape)
+        data = parts["data"].reshape(lead + (ng, nb, block_stride(fmt)))
+        q = block_stride(fmt) - 32 * (2 if has_m else 1)
+        r = {"qs": np.ascontiguousarray(data[..., :q]).reshape(lead + (ng, nb * q)),
+             "d": np.ascontiguousarray(data[..., q:q + 32]).view(np.float16).reshape(lead + (ng, nb, ROWS))}
+        if has_m:
+            r["m"] = np.ascontiguousarray(data[..., q + 32:]).view(np.float16).reshape(lead + (ng, nb, ROWS))
+        return unpack16(r, shape)
+
+    return pack, unpack
+
+
+def check_kernel_layout(fmt: str, shape: tuple, parts: dict) -> None:
+    """Raise ValueError unless ``parts`` have the shapes and dtypes of a ``fmt`` weight of
+    ``shape`` in ``kernel_layout(fmt)``."""
+    if kernel_layout(fmt) == LAYOUT:
+        return check_r16(fmt, shape, parts)
+    lead = tuple(shape[:-2])
+    ng, nsub, nb, _ = geometry(fmt, shape)
+    want = (lead + (ng, nb * block_stride(fmt)), np.uint8)
+    if set(parts) != {"data"}:
+        raise ValueError(f"{fmt} {LAYOUT_INLINE} weight needs parts ['data'], got {sorted(parts)}")
+    p = parts["data"]
+    if p.shape != want[0] or p.dtype != want[1]:
+        raise ValueError(f"{fmt} {LAYOUT_INLINE} part 'data': expected uint8{list(want[0])}, "
+                         f"got {p.dtype.name}{list(p.shape)}")
+
+
 def check_r16(fmt: str, shape: tuple, parts: dict) -> None:
     """Raise ValueError unless ``parts`` have the r16 shapes and dtypes of a ``fmt`` weight of ``shape``."""
     lead = tuple(shape[:-2])
@@ -173,4 +250,6 @@ def check_r16(fmt: str, shape: tuple, parts: dict) -> None:
 
 for _fmt in ("q8_0", "q4_0", "i8c", "int4", "int4g64", "int4g128"):
     register_layout(_fmt, LAYOUT, *_make(_fmt))
-    set_preferred_layout(_fmt, LAYOUT)
+    if _fmt != "i8c":
+        register_layout(_fmt, LAYOUT_INLINE, *_make_inline(_fmt))
+    set_preferred_layout(_fmt, kernel_layout(_fmt))

@@ -12,8 +12,9 @@ f64) activations are widened to f32 around the kernels and the result rounded on
 
 The instruction-set path (``vnni`` / ``avx2`` / ``generic``) is chosen when the op is lowered
 (``sparsec.runtime.cpu.quant.current_isa``) and named in the kernel (``linear_q8_0_vnni``).
-A weight in a layout other than the kernels' ``"r16"`` (the canonical ``"blocks"``, say) is
-repacked on the kernel's first call and the repacked form cached beside it.
+A weight in a layout other than the kernels' (``"r16i"``; ``"r16"`` for i8c; see
+``sparsec.quant.repack``), the canonical ``"blocks"`` say, is repacked on the kernel's first
+call and the repacked form cached beside it.
 """
 from __future__ import annotations
 
