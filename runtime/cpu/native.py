@@ -5,7 +5,7 @@ specialization with every argument fixed) can run without returning to Python be
 ``plan_function(steps)`` generates a Numba function that calls each step's compiled code
 directly, through its address, with its arrays rebuilt from their addresses, shapes and strides
 (fixed for the state) and its scalars as constants. Calling it is one call from Python with no
-arguments: no per-step call, no per-argument unboxing (``qmatmul_rows`` has 25 arguments) and far
+arguments: no per-step call, no per-argument unboxing (``qmatmul_rows`` has 21 arguments) and far
 fewer Python objects to touch, which matters most when a layer's weight streams have left the
 caches cold. Same-process measurement, MoE layer (1024, 2816, 32 experts, top-2, q4_0) at one
 token, each call after an fp32 layer: 231.6 -> 217.1 us (a plain parallel sum over the same

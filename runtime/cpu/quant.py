@@ -142,8 +142,7 @@ def kernel_address(fmt: str, isa: str) -> int:
 class Prepared:
     """A quantized weight ``[E?, N, K]`` as the kernels read it, flat over its row groups:
     ``qs`` u8 ``[E*ng, bytes]`` (``r16i``: the whole block stream, scales inline; ``i8c``'s
-    ``r16``: the quantized values), ``scale`` f32 ``[E*ng*16]`` (``i8c``; else a dummy), and
-    ``d``/``m`` (dummies, kept for the kernels' argument lists)."""
+    ``r16``: the quantized values) and ``scale`` f32 ``[E*ng*16]`` (``i8c``; else a dummy)."""
 
     def __init__(self, qt):
         from ...quant import layouts
@@ -161,13 +160,11 @@ class Prepared:
         rows = self.E * self.ng
         p = qt.parts
         self.qs = np.ascontiguousarray(p["data"] if "data" in p else p["qs"]).reshape(rows, -1)
-        dummy16 = np.zeros((1, 1), np.uint16)
-        self.d = self.m = dummy16
         self.scale = p["scale"].reshape(-1) if "scale" in p else np.zeros(1, np.float32)
         self.codes = FORMAT_CODES[qt.fmt]
         self.nbytes = int(sum(a.nbytes for a in p.values()))
         #: ``qmatmul_rows``'s weight arguments (format codes, then the arrays), built once
-        self.parts = (self.qs, self.d, self.m, self.scale)
+        self.parts = (self.qs, self.scale)
 
 
 _PREPARED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -294,7 +291,7 @@ def _half_at(qs, g, o):
 
 
 @njit(cache=True)
-def _generic_groups(bits, S, has_m, i8c, qs, d16, m16, scale, g0, ng, nlast, xq, xd, xm, r0, r1, nsub, out, c0):
+def _generic_groups(bits, S, has_m, i8c, qs, scale, g0, ng, nlast, xq, xd, xm, r0, r1, nsub, out, c0):
     """The IR kernel's computation for row groups g0..g0+ng (flat indices into the weight
     arrays) and activation rows r0..r1, into ``out[r, c0 + 16*gi + l]``."""
     nb = nsub // S
@@ -391,10 +388,10 @@ def _addr(a):
 
 
 @njit(cache=True)
-def _groups(fn, bits, S, has_m, i8c, qs, d16, m16, scale, g0, ng, nlast, xq, xd, xc, xm, r0, r1, nsub, out, c0):
+def _groups(fn, bits, S, has_m, i8c, qs, scale, g0, ng, nlast, xq, xd, xc, xm, r0, r1, nsub, out, c0):
     """Row groups g0..g0+ng of a weight times activation rows r0..r1 into ``out[r0:r1, c0:]``."""
     if fn == 0:
-        _generic_groups(bits, S, has_m, i8c, qs, d16, m16, scale, g0, ng, nlast, xq, xd, xm, r0, r1, nsub, out, c0)
+        _generic_groups(bits, S, has_m, i8c, qs, scale, g0, ng, nlast, xq, xd, xm, r0, r1, nsub, out, c0)
         return
     nb = nsub // S
     N = out.shape[1]
@@ -406,7 +403,7 @@ def _groups(fn, bits, S, has_m, i8c, qs, d16, m16, scale, g0, ng, nlast, xq, xd,
 
 
 @njit(cache=True)
-def _run_items(fn, bits, S, has_m, i8c, qs, d16, m16, scale, qs2, d162, m162, scale2, ngE, nlastE, nsub,
+def _run_items(fn, bits, S, has_m, i8c, qs, scale, qs2, scale2, ngE, nlastE, nsub,
                xq, xd, xc, xm, offsets, bias, act, item_group, item_block, lo, hi, tmp, out, igroups):
     N = out.shape[1]
     has_bias = bias.size > 0
@@ -419,10 +416,10 @@ def _run_items(fn, bits, S, has_m, i8c, qs, d16, m16, scale, qs2, d162, m162, sc
         g0 = e * ngE + gs
         c0 = gs * 16
         c1 = min(ge * 16, N)
-        _groups(fn, bits, S, has_m, i8c, qs, d16, m16, scale, g0, ge - gs, nlast, xq, xd, xc, xm, r0, r1, nsub,
+        _groups(fn, bits, S, has_m, i8c, qs, scale, g0, ge - gs, nlast, xq, xd, xc, xm, r0, r1, nsub,
                 out, c0)
         if act != ACT_NONE:
-            _groups(fn, bits, S, has_m, i8c, qs2, d162, m162, scale2, g0, ge - gs, nlast, xq, xd, xc, xm, r0, r1,
+            _groups(fn, bits, S, has_m, i8c, qs2, scale2, g0, ge - gs, nlast, xq, xd, xc, xm, r0, r1,
                     nsub, tmp, c0)
             gated_rows(out, tmp, r0, r1, c0, c1, act)
         elif has_bias:
@@ -465,7 +462,7 @@ def scratch_bytes(M: int, N: int, nsub: int, S: int, has_m: bool, gated: bool) -
 
 
 @njit(parallel=prange_only(), cache=True)
-def qmatmul_rows(fn, bits, S, has_m, i8c, cmul, qs, d16, m16, scale, qs2, d162, m162, scale2, ngE, nlastE, nsub,
+def qmatmul_rows(fn, bits, S, has_m, i8c, cmul, qs, scale, qs2, scale2, ngE, nlastE, nsub,
                  x, offsets, bias, act, threads, out, per_thread, scratch):
     """``out[r] = x[r] @ w[e].T`` (+ bias, or ``act(x w_gate^T) * (x w_up^T)`` when ``act``) for
     the rows of each expert ``e`` (``offsets``; empty: one group of all rows, ``sc.linear``).
@@ -524,12 +521,12 @@ def qmatmul_rows(fn, bits, S, has_m, i8c, cmul, qs, d16, m16, scale, qs2, d162, 
         threads = 1
     threads = max(1, min(threads, n_items))
     if threads == 1:
-        _run_items(fn, bits, S, has_m, i8c, qs, d16, m16, scale, qs2, d162, m162, scale2, ngE, nlastE, nsub,
+        _run_items(fn, bits, S, has_m, i8c, qs, scale, qs2, scale2, ngE, nlastE, nsub,
                    xq, xd, xc, xm, offs, bias, act, item_group, item_block, 0, n_items, tmp, out, igroups)
         return 0
     first = split_by_cost(cost_end, total, threads)
     for th in prange(threads):
-        _run_items(fn, bits, S, has_m, i8c, qs, d16, m16, scale, qs2, d162, m162, scale2, ngE, nlastE, nsub,
+        _run_items(fn, bits, S, has_m, i8c, qs, scale, qs2, scale2, ngE, nlastE, nsub,
                    xq, xd, xc, xm, offs, bias, act, item_group, item_block, first[th], first[th + 1], tmp, out,
                    igroups)
     return 0
@@ -548,7 +545,7 @@ def qmatmul(fn: int, x: np.ndarray, w: Prepared, w2: Prepared | None, offsets, b
     if x.shape[0] == 0:
         return offsets is None or bool(offsets[0] == 0 and offsets[-1] == 0 and np.all(offsets[1:] >= offsets[:-1]))
     v = w2 if act != ACT_NONE else w
-    return qmatmul_rows(fn, bits, S, has_m, i8c, cmul, w.qs, w.d, w.m, w.scale, v.qs, v.d, v.m, v.scale, w.ng,
+    return qmatmul_rows(fn, bits, S, has_m, i8c, cmul, w.qs, w.scale, v.qs, v.scale, w.ng,
                         w.nlast, w.nsub, x, _NO_OFFSETS if offsets is None else offsets,
                         _NO_BIAS if bias is None else bias, act, num_threads(), out, ITEMS_PER_THREAD, _NO_SCRATCH) == 0
 
@@ -556,7 +553,7 @@ def qmatmul(fn: int, x: np.ndarray, w: Prepared, w2: Prepared | None, offsets, b
 def fixed_call(fn: int, w: Prepared, v: Prepared, x, offsets, bias, act: int, out):
     """``qmatmul`` for a prebound step: the compiled entry point of ``qmatmul_rows`` with the
     kernel address, the weights, every array and a scratch buffer bound once (no type dispatch
-    on its 25 arguments, no per-call checks or allocations). A no-argument callable returning 0,
+    on its 21 arguments, no per-call checks or allocations). A no-argument callable returning 0,
     or -1 for malformed offsets; None when the arrays do not allow it (no rows, or not
     C-contiguous: the entry point assumes C layout). The kernel reads the thread count itself
     (``numba.set_num_threads`` applies). ``x`` f32 ``[M, K]``, ``offsets`` int64 (empty: one
@@ -591,7 +588,7 @@ def linear(fn: int, x: np.ndarray, w: Prepared, bias, out: np.ndarray) -> None:
 # embedding: dequantized rows
 
 @njit(cache=True)
-def _dequant_row(bits, S, has_m, i8c, qs, d16, m16, scale, n, K, out, o):
+def _dequant_row(bits, S, has_m, i8c, qs, scale, n, K, out, o):
     g = n // 16
     lane = n % 16
     G = 32 * S
@@ -620,7 +617,7 @@ def _dequant_row(bits, S, has_m, i8c, qs, d16, m16, scale, n, K, out, o):
 
 
 @njit(cache=True)
-def dequant_rows(bits, S, has_m, i8c, qs, d16, m16, scale, N, ids, out):
+def dequant_rows(bits, S, has_m, i8c, qs, scale, N, ids, out):
     """``out[i] = w[ids[i]]`` dequantized (f32); returns the position of the first id outside
     ``[0, N)`` (nothing written from there) or -1."""
     K = out.shape[1]
@@ -628,10 +625,10 @@ def dequant_rows(bits, S, has_m, i8c, qs, d16, m16, scale, N, ids, out):
         n = ids[i]
         if n < 0 or n >= N:
             return i
-        _dequant_row(bits, S, has_m, i8c, qs, d16, m16, scale, n, K, out, i)
+        _dequant_row(bits, S, has_m, i8c, qs, scale, n, K, out, i)
     return -1
 
 
 def embedding(w: Prepared, ids: np.ndarray, out: np.ndarray) -> int:
     bits, S, has_m, i8c, _ = w.codes
-    return int(dequant_rows(bits, S, has_m, i8c, w.qs, w.d, w.m, w.scale, w.N, ids, out))
+    return int(dequant_rows(bits, S, has_m, i8c, w.qs, w.scale, w.N, ids, out))
