@@ -54,7 +54,6 @@ vnni, AVX2 -> avx2, else generic). Lowering an op binds the path of that moment.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import weakref
 
