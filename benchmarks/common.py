@@ -82,7 +82,8 @@ def paired_bandwidth(fn, nbytes: int, repeat: int, before=None) -> tuple[float, 
     """``(fraction, probe GB/s)``: per round the bandwidth probe, then ``before()`` (untimed; the
     call ``fn`` is paired with for its ratio, so ``fn`` runs in the same state as there), then
     ``fn`` (which reads ``nbytes``) timed; ``fraction`` is the median over the rounds of
-    (``fn``'s rate / the probe's rate of that round), the second value the median probe rate.
+    (``fn``'s rate / the probe's rate of that round), the second value the median probe rate
+    (``paired_rounds`` gives the rounds themselves).
 
     Why: the machine's bandwidth switches between states (49 and 75 GB/s within one minute), so
     a limit measured once per run can belong to another state than the row it divides. The probe
@@ -90,26 +91,45 @@ def paired_bandwidth(fn, nbytes: int, repeat: int, before=None) -> tuple[float, 
     again measured 85 GB/s where 512 MiB gave 75: part of it was still in the L3 cache).
     ``before``, not the probe, precedes ``fn``: a call right after another call of the same
     layer, with only the probe between, found some of its experts' weights still in L3."""
+    rounds = paired_rounds(fn, nbytes, repeat, before)
+    return float(np.median([r[1] for r in rounds])), float(np.median([r[0] for r in rounds]))
+
+
+def paired_rounds(fn, nbytes: int, repeat: int, before=None) -> list[tuple[float, float, float, float]]:
+    """``paired_bandwidth``'s rounds: ``(probe GB/s, fraction, seconds of before(), seconds of
+    fn())`` each (``before()`` timed too, so its ratio to ``fn`` can be taken per round)."""
     import time
     if not _PSUM:
         measure_bandwidth(1)
     psum, a = _PSUM
     parts = a.reshape(8, -1)
     psum(parts[0])
-    fracs, probes = [], []
+    rounds = []
     for i in range(repeat):
         part = parts[i % 8]
         t0 = time.perf_counter()
         psum(part)
         probe = part.nbytes / (time.perf_counter() - t0)
+        tb = time.perf_counter()
         if before is not None:
             before()
         t1 = time.perf_counter()
         fn()
         t2 = time.perf_counter()
-        probes.append(probe / 1e9)
-        fracs.append(nbytes / (t2 - t1) / probe)
-    return float(np.median(fracs)), float(np.median(probes))
+        rounds.append((probe / 1e9, nbytes / (t2 - t1) / probe, t1 - tb, t2 - t1))
+    return rounds
+
+
+def by_state(rounds, split: float) -> str:
+    """``paired_rounds`` summarised per bandwidth state (rounds whose probe is at least ``split``
+    GB/s, and the others): median %bw and median ratio ``before / fn`` of each, with its count."""
+    parts = []
+    for name, sel in ((f"probe >= {split:g} GB/s", [r for r in rounds if r[0] >= split]),
+                      (f"probe < {split:g} GB/s", [r for r in rounds if r[0] < split])):
+        if sel:
+            parts.append(f"{name}: {100 * np.median([r[1] for r in sel]):.1f}%bw, "
+                         f"{np.median([r[2] / r[3] for r in sel]):.2f}x ({len(sel)} rounds)")
+    return "; ".join(parts)
 
 
 def measure_sgemm(repeat: int) -> float:

@@ -11,6 +11,9 @@ the bytes each variant must read: the active experts' weights in their stored fo
 bytes per 32 weights, q4_0: 18, int8: 32 + a scale per row, int4: 20; fp32: 128). As in
 ``bench_moe``, 16 different inputs are cycled so each call routes to other experts and their
 weights come from DRAM, not the L3 cache; the GEMVs cycle 16 weight copies for the same reason.
+The note of each quantized MoE row ends with its ``%bw`` rounds split by the bandwidth state of
+the round (``STATE_SPLIT``): the median fraction and the median fp32/layer ratio of the rounds in
+each state, since this machine switches between about 50 and 75 GB/s within a run.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import paired_bandwidth, paired_time, reexec_without_openblas_overrides, row as common_row  # noqa: E402
+from common import by_state, paired_rounds, paired_time, reexec_without_openblas_overrides, row as common_row  # noqa: E402
 
 if __name__ == "__main__":
     reexec_without_openblas_overrides()
@@ -30,6 +33,9 @@ from sparsec.benchmark import time_calls  # noqa: E402
 
 MODES = ("q8_0", "q4_0", "int8", "int4")
 INPUTS = 16
+#: probe GB/s that separates this machine's two bandwidth states (about 50 and 75 GB/s) in the
+#: per-state summary of a row's %bw rounds (the ratio there: fp32 / layer of the same round)
+STATE_SPLIT = 62.0
 
 
 def _expert_bytes(cm, experts: int) -> int:
@@ -77,8 +83,10 @@ def bench_quant_moe(args, limits, row=None, tokens=(1, 128)):
                 (ref, _), (med, best) = paired_time(lambda: fp32(xs[next(it2) % INPUTS]),
                                                     lambda: cm(xs[next(it) % INPUTS]), args.repeat)
             it3, it4 = iter(range(10**9)), iter(range(10**9))  # (fp32 and the layer get the same input, as above)
-            frac, probe = paired_bandwidth(lambda: cm(xs[next(it4) % INPUTS]), nbytes, args.repeat,
-                                           before=None if cm is fp32 else lambda: fp32(xs[next(it3) % INPUTS]))
+            rounds = paired_rounds(lambda: cm(xs[next(it4) % INPUTS]), nbytes, args.repeat,
+                                   before=None if cm is fp32 else lambda: fp32(xs[next(it3) % INPUTS]))
+            frac, probe = float(np.median([r[1] for r in rounds])), float(np.median([r[0] for r in rounds]))
+            states = f"; by state: {by_state(rounds, STATE_SPLIT)}" if cm is not fp32 else ""
             got = cm(xs[0])
             (want,) = sc.interpret(cm.graph, xs[0])
             err_ref = float(np.linalg.norm(got - want) / np.linalg.norm(want))
@@ -89,7 +97,7 @@ def bench_quant_moe(args, limits, row=None, tokens=(1, 128)):
                             note=f"{ref / med:.2f}x vs fp32 (timed alternately); {nbytes / 1e6:.1f} MB read; "
                                  f"rate column = {what}; "
                                  f"kernels {_kernel_isa(cm)}; rel L2 err vs its interpreter {err_ref:.1e}, "
-                                 f"vs fp32 {err_f32:.1e}"))
+                                 f"vs fp32 {err_f32:.1e}{states}"))
     return rows
 
 

@@ -105,6 +105,29 @@ def test_native_plan_status_names_the_failing_op():
         np.testing.assert_array_equal(m(np.array([4, 1], np.int64)), table[[4, 1]])
 
 
+def test_an_exception_in_the_plan_leaves_the_call_to_the_general_path():
+    """A plan that raises (a kernel's exception): the fast call returns None, and the call runs
+    through the general path, with the same results."""
+    moe = sc.nn.MoE(64, 96, 8, 2, router="softmax", norm_topk_prob=True, naming="mixtral", seed=5)
+    g = sc.trace(moe, sc.TensorSpec(("tokens", 64), "float32"))
+    m = sc.compile(g, quantize="q8_0", progress=False, accuracy_samples=0)
+    x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+    want = [m(x) for _ in range(4)][-1]
+    ex = m.executables["main"]
+    (prep,) = ex._prepared.values()
+    assert prep.native is not None
+
+    class Raising:
+        status = np.zeros(1, np.int64)
+
+        def run(self):
+            raise ValueError("a kernel failed")
+    fast = ex._fast_call(prep, [x], native=Raising())
+    assert fast(x) is None
+    ex._fast = prep.fast = fast
+    assert same_bits(m(x), want)
+
+
 # ---------------------------------------------------------------------------------------------
 # the plan builder on its own
 
