@@ -17,6 +17,7 @@ compiled function (a native plan, ``runtime.cpu.native``): one call from Python 
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,19 @@ from ..errors import SparsecError
 from ..ir.types import TensorType, bound_dims, dim_symbols
 from .memory import liveness, place, storage_root
 from .plan import Plan
+
+
+def _env_int(name: str, default: int) -> int:
+    v = os.environ.get(name, "").strip()
+    if not v:
+        return default
+    try:
+        n = int(v)
+    except ValueError:
+        raise SparsecError(f"environment variable {name}={v!r}: expected a whole number of calls (0: off)") from None
+    if n < 0:
+        raise SparsecError(f"environment variable {name}={v!r}: expected 0 or more")
+    return n
 
 
 MAX_PREPARED = 16  # sets of sizes kept prepared (arena + argument lists) per executable
@@ -38,7 +52,8 @@ FAST_CALLS = True
 #: after this many calls through a state's fast call, run its steps as one native plan
 #: (``runtime.cpu.native``) where every step is a bound native call; 0: never. (Building one
 #: takes ~0.15 s of Numba compilation: worth it for a state that is called again and again.)
-NATIVE_AFTER = 3
+#: The environment variable ``SPARSEC_NATIVE_AFTER`` sets it (0 turns native plans off).
+NATIVE_AFTER = _env_int("SPARSEC_NATIVE_AFTER", 3)
 
 
 class RuntimeInputError(SparsecError):

@@ -204,3 +204,13 @@ def test_plan_needs_bound_native_steps():
     assert native.plan_function([(_raise_if, [x], None, 0)]) is None           # called with arguments
     assert native.plan_function([entry(common.bound(_raise_if, x))]) is not None
     assert native.plan_function([entry(common.bound(_first, (1, 2)))]) is None    # a tuple argument
+
+
+def test_native_after_from_the_environment(monkeypatch):
+    for value, want in (("", 3), (" 5 ", 5), ("0", 0)):
+        monkeypatch.setenv("SPARSEC_NATIVE_AFTER", value)
+        assert E._env_int("SPARSEC_NATIVE_AFTER", 3) == want
+    for bad in ("x", "-1", "2.5"):
+        monkeypatch.setenv("SPARSEC_NATIVE_AFTER", bad)
+        with pytest.raises(sc.errors.SparsecError, match="SPARSEC_NATIVE_AFTER"):
+            E._env_int("SPARSEC_NATIVE_AFTER", 3)
