@@ -8,8 +8,8 @@ directly, through its address, with its arrays rebuilt from their addresses, sha
 arguments: no per-step call, no per-argument unboxing (``qmatmul_rows`` has 21 arguments) and far
 fewer Python objects to touch, which matters most when a layer's weight streams have left the
 caches cold. Same-process measurement, MoE layer (1024, 2816, 32 experts, top-2, q4_0) at one
-token, each call after an fp32 layer: 231.6 -> 217.1 us (a plain parallel sum over the same
-bytes 212.4 us) and 259.8 -> 238.7 us.
+token, each call after an fp32 layer: 244.5 -> 228.7 us (a plain parallel sum over the same
+bytes 213.4 us) and, in the machine's faster bandwidth state, 215.3 -> 198.8 us.
 
 How a step is called: Numba's own calling convention for compiled functions (return slot,
 exception slot, flattened arguments), as a call between two jitted functions, except that the
