@@ -131,3 +131,24 @@ def test_inputs_that_cannot_be_sampled_leave_a_note_not_an_error():
     assert "accuracy not measured: input 'i'" in format_quantization(q)
     x = np.random.default_rng(1).standard_normal((5, 32)).astype(np.float32)
     check_against_reference(cm, x, np.array([4, 0, 4]))
+
+
+def test_an_artifact_in_the_older_r16_layout_loads_and_runs_to_the_same_bits(tmp_path):
+    """Artifacts written before ``r16i`` hold q4_0 / q8_0 / int4 weights in ``r16``: they load
+    as they are and the kernels repack them on first use (the same bits as ``r16i``)."""
+    from sparsec.quant import layouts
+    moe = sc.nn.MoE(64, 96, 4, 2, router="softmax", norm_topk_prob=True, naming="mixtral", seed=3)
+    g = sc.trace(moe, sc.TensorSpec(("tokens", 64), F32))
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    for mode in ("q4_0", "int4"):
+        cm = sc.compile(g, quantize=mode, progress=False, accuracy_samples=0)
+        want = cm(x)
+        quantized = {n: w for n, w in cm.graph.weights.items() if isinstance(w, QuantizedTensor)}
+        assert quantized and all(w.layout == "r16i" for w in quantized.values())
+        for n, w in quantized.items():
+            cm.graph.weights[n] = layouts.repack(w, "r16")
+        path = str(tmp_path / f"{mode}.spc")
+        sc.compile(cm.graph, pipeline="canonicalize", progress=False, accuracy_samples=0).save(path)
+        back = sc.load(path)
+        assert all(back.graph.weights[n].layout == "r16" for n in quantized)
+        np.testing.assert_array_equal(back(x), want)
