@@ -4,13 +4,13 @@ per instruction set (ORC ``LLJIT``, as ``llvm_dot``): AVX-512 VNNI (``vpdpbusd``
 (``sparsec.runtime.cpu.quant``). Which one runs is chosen when an op is lowered (see
 ``sparsec.runtime.cpu.quant.current_isa``).
 
-One function per weight format, ``void sc_q_<fmt>(i64 x 13)`` (every argument an ``i64``;
+One function per weight format, ``void sc_q_<fmt>(i64 x 12)`` (every argument an ``i64``;
 pointers as integers)::
 
-    wq, wd, wm      weight data of the first row group: its block stream (the "r16i" layout,
+    wq, wd          weight data of the first row group: its block stream (the "r16i" layout,
                     sparsec/quant/repack.py: per block the quantized values, then the 16
-                    f16 scales d, then for int4 formats the 16 f16 minimums m); i8c: its
-                    quantized values ("r16") and ``wd`` its 16 f32 row scales; ``wm`` unused
+                    f16 scales d, then for int4 formats the 16 f16 minimums m; ``wd`` unused);
+                    i8c: its quantized values ("r16") and ``wd`` its 16 f32 row scales
     ng, nlast       row groups of 16 to compute; valid rows of the last one (1..16)
     xq, xd, xc, xm  the quantized activation rows (first row): int8 [M, nsub*32], per 32-block
                     scale f32 [M, nsub], correction i32 [M, nsub], int4: dx*sum(q) per weight
@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from llvmlite import binding as llvm
 from llvmlite import ir
 
+from ...quant.repack import LAYOUT_INLINE, block_stride, kernel_layout
 from .llvm_dot import ISAS, _declare, _Loop, host_isa, jit_compile
 
 __all__ = ["FORMATS", "ISAS", "QuantKernels", "TILE_ROWS", "build_ir", "host_isa", "kernel_address", "quant_kernels"]
@@ -74,7 +75,7 @@ FORMATS = {
 #: rows 8 at a time, then 4, then one at a time (8 measured 3-14% faster than 4 alone at
 #: 32-128 rows per expert)
 TILE_ROWS = (8, 4, 1)
-N_ARGS = 13
+N_ARGS = 12
 #: bytes ahead of the weight stream that one-row tiles (decode) prefetch (``llvm.prefetch``, read,
 #: locality 3), one prefetch per 64-byte line. From DRAM the hardware prefetchers alone left the
 #: q4_0 kernels 5-15% short: same process, alternating, 64 weight copies of 2816 x 1024, 2
@@ -99,8 +100,8 @@ class _Gen:
         self.steps = 8 if self.bits == 8 else 4
         self.sub_bytes = 512 if self.bits == 8 else 256
         # r16i: each block's scales (and minimums) follow its quantized values; i8c: r16
-        self.inline = fmt != "i8c"
-        self.stride = self.S * self.sub_bytes + ((64 if self.has_m else 32) if self.inline else 0)
+        self.inline = kernel_layout(fmt) == LAYOUT_INLINE
+        self.stride = block_stride(fmt)
         # the AVX2 path computes exact signed sums for 8-bit weights: no correction
         self.use_corr = corr and not (isa == "avx2" and self.bits == 8)
         # VNNI, 4-bit: the high nibbles multiply in place (w & 0xF0 = 16 * hi; vpdpbusd sums in
@@ -178,8 +179,8 @@ class _Gen:
 
     def build(self) -> None:
         b = self.b
-        wq, wd, wm, ng, nlast, xq, xd, xc, xm, mr, nsub, out, ldo = self.fn.args
-        self.args = dict(wq=wq, wd=wd, wm=wm, xq=xq, xd=xd, xc=xc, xm=xm, nsub=nsub, out=out, ldo=ldo)
+        wq, wd, ng, nlast, xq, xd, xc, xm, mr, nsub, out, ldo = self.fn.args
+        self.args = dict(wq=wq, wd=wd, xq=xq, xd=xd, xc=xc, xm=xm, nsub=nsub, out=out, ldo=ldo)
         self.nb = b.udiv(nsub, _c(self.S)) if self.S > 1 else nsub
         # per row group: tiles of TILE_ROWS activation rows. (Decode, one row:
         # one weight stream per thread. Tiles of 2 or 4 row groups, i.e. more streams in flight,

@@ -274,16 +274,6 @@ def half_to_f32(h):
 
 
 @njit(cache=True)
-def block_stride(bits, S, has_m, i8c):
-    """Bytes per block of a row group (``sparsec.quant.repack.block_stride``): the quantized
-    values, then (``r16i``) the 16 scales and, for int4 formats, the 16 minimums."""
-    sub = 512 if bits == 8 else 256
-    if i8c:
-        return sub
-    return S * sub + (64 if has_m else 32)
-
-
-@njit(cache=True)
 def _half_at(qs, g, o):
     """The f16 stored little-endian at bytes ``o, o+1`` of row ``g``, as float32."""
     return half_to_f32(np.uint16(np.int32(qs[g, o]) | (np.int32(qs[g, o + 1]) << 8)))
@@ -295,7 +285,7 @@ def _generic_groups(bits, S, has_m, i8c, qs, scale, g0, ng, nlast, xq, xd, xm, r
     arrays) and activation rows r0..r1, into ``out[r, c0 + 16*gi + l]``."""
     nb = nsub // S
     sub = 512 if bits == 8 else 256
-    stride = block_stride(bits, S, has_m, i8c)
+    stride = qs.shape[1] // nb  # bytes per block (sparsec.quant.repack.block_stride)
     isum = np.empty(16, np.int32)
     fb = np.empty(16, np.float32)
     facc = np.empty(16, np.float32)
@@ -354,13 +344,13 @@ def _generic_groups(bits, S, has_m, i8c, qs, scale, g0, ng, nlast, xq, xd, xm, r
 # calling the IR kernels from Numba
 
 @intrinsic
-def _call_kernel(typingctx, fn, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12):
-    """``((void (*)(i64 x 13)) fn)(a0, ..., a12)``."""
+def _call_kernel(typingctx, fn, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11):
+    """``((void (*)(i64 x 12)) fn)(a0, ..., a11)``."""
     i64 = types.int64
-    sig = types.void(i64, *([i64] * 13))
+    sig = types.void(i64, *([i64] * 12))
 
     def codegen(context, builder, sig, args):
-        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 13)
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 12)
         f = builder.inttoptr(args[0], fnty.as_pointer())
         builder.call(f, list(args[1:]))
         return context.get_dummy_value()
@@ -395,8 +385,8 @@ def _groups(fn, bits, S, has_m, i8c, qs, scale, g0, ng, nlast, xq, xd, xc, xm, r
     nb = nsub // S
     N = out.shape[1]
     wd = _addr(scale) + g0 * 64 if i8c else 0  # (r16i: the scales are inline in qs)
-    _call_kernel(fn, _addr(qs) + g0 * qs.shape[1], wd, np.int64(0),
-                 np.int64(ng), np.int64(nlast), _addr(xq) + r0 * nsub * 32, _addr(xd) + r0 * nsub * 4,
+    _call_kernel(fn, _addr(qs) + g0 * qs.shape[1], wd, np.int64(ng), np.int64(nlast),
+                 _addr(xq) + r0 * nsub * 32, _addr(xd) + r0 * nsub * 4,
                  _addr(xc) + r0 * nsub * 4, _addr(xm) + (r0 * nb * 4 if has_m else 0), np.int64(r1 - r0),
                  np.int64(nsub), _addr(out) + (r0 * N + c0) * 4, np.int64(N))
 
@@ -592,7 +582,7 @@ def _dequant_row(bits, S, has_m, i8c, qs, scale, n, K, out, o):
     lane = n % 16
     G = 32 * S
     sub = 512 if bits == 8 else 256
-    stride = block_stride(bits, S, has_m, i8c)
+    stride = qs.shape[1] // ((K + G - 1) // G)  # bytes per block (sparsec.quant.repack.block_stride)
     for k in range(K):
         jb = k // G
         t = (k % G) // 32
