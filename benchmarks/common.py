@@ -78,12 +78,11 @@ def measure_bandwidth(repeat: int) -> float:
     return a.nbytes / best / 1e9  # best, not median: the limit is what the machine can do
 
 
-def paired_bandwidth(fn, nbytes: int, repeat: int, before=None) -> tuple[float, float]:
-    """``(fraction, probe GB/s)``: per round the bandwidth probe, then ``before()`` (untimed; the
-    call ``fn`` is paired with for its ratio, so ``fn`` runs in the same state as there), then
-    ``fn`` (which reads ``nbytes``) timed; ``fraction`` is the median over the rounds of
-    (``fn``'s rate / the probe's rate of that round), the second value the median probe rate
-    (``paired_rounds`` gives the rounds themselves).
+def paired_rounds(fn, nbytes: int, repeat: int, before=None) -> list[tuple[float, float, float, float]]:
+    """Rounds of: the bandwidth probe, then ``before()`` (the call ``fn`` is paired with for its
+    ratio, so ``fn`` runs in the same state as there), then ``fn`` (which reads ``nbytes``); each
+    round ``(probe GB/s, fraction = fn's rate / the probe's rate, seconds of before(), seconds of
+    fn())``. ``paired_fraction`` reduces them to the row's ``%bw``.
 
     Why: the machine's bandwidth switches between states (49 and 75 GB/s within one minute), so
     a limit measured once per run can belong to another state than the row it divides. The probe
@@ -91,13 +90,6 @@ def paired_bandwidth(fn, nbytes: int, repeat: int, before=None) -> tuple[float, 
     again measured 85 GB/s where 512 MiB gave 75: part of it was still in the L3 cache).
     ``before``, not the probe, precedes ``fn``: a call right after another call of the same
     layer, with only the probe between, found some of its experts' weights still in L3."""
-    rounds = paired_rounds(fn, nbytes, repeat, before)
-    return float(np.median([r[1] for r in rounds])), float(np.median([r[0] for r in rounds]))
-
-
-def paired_rounds(fn, nbytes: int, repeat: int, before=None) -> list[tuple[float, float, float, float]]:
-    """``paired_bandwidth``'s rounds: ``(probe GB/s, fraction, seconds of before(), seconds of
-    fn())`` each (``before()`` timed too, so its ratio to ``fn`` can be taken per round)."""
     import time
     if not _PSUM:
         measure_bandwidth(1)
@@ -118,6 +110,11 @@ def paired_rounds(fn, nbytes: int, repeat: int, before=None) -> list[tuple[float
         t2 = time.perf_counter()
         rounds.append((probe / 1e9, nbytes / (t2 - t1) / probe, t1 - tb, t2 - t1))
     return rounds
+
+
+def paired_fraction(rounds) -> tuple[float, float]:
+    """``(median fraction, median probe GB/s)`` of ``paired_rounds``' rounds."""
+    return float(np.median([r[1] for r in rounds])), float(np.median([r[0] for r in rounds]))
 
 
 def by_state(rounds, split: float) -> str:
@@ -151,7 +148,7 @@ def measure_limits(repeat: int) -> dict:
 # -- rows ----------------------------------------------------------------------------------------
 
 def row(case, impl, med, best, ref_med=None, nbytes=None, flops=None, limits=None, note="", paired_bw=None):
-    """One result row. ``paired_bw``: ``paired_bandwidth``'s (fraction, probe GB/s); then ``%bw``
+    """One result row. ``paired_bw``: ``paired_fraction``'s (fraction, probe GB/s); then ``%bw``
     is that fraction (against the bandwidth of the same moments), and the note also gives the
     fraction of the run's limit ``limits["bandwidth"]``."""
     r = {"case": case, "impl": impl, "ms": med * 1e3, "min_ms": best * 1e3, "ratio": (med / ref_med) if ref_med else None,

@@ -21,7 +21,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import by_state, paired_rounds, paired_time, reexec_without_openblas_overrides, row as common_row  # noqa: E402
+from common import by_state, paired_fraction, paired_rounds, paired_time, reexec_without_openblas_overrides, row as common_row  # noqa: E402
 
 if __name__ == "__main__":
     reexec_without_openblas_overrides()
@@ -85,7 +85,7 @@ def bench_quant_moe(args, limits, row=None, tokens=(1, 128)):
             it3, it4 = iter(range(10**9)), iter(range(10**9))  # (fp32 and the layer get the same input, as above)
             rounds = paired_rounds(lambda: cm(xs[next(it4) % INPUTS]), nbytes, args.repeat,
                                    before=None if cm is fp32 else lambda: fp32(xs[next(it3) % INPUTS]))
-            frac, probe = float(np.median([r[1] for r in rounds])), float(np.median([r[0] for r in rounds]))
+            frac, probe = paired_fraction(rounds)
             states = f"; by state: {by_state(rounds, STATE_SPLIT)}" if cm is not fp32 else ""
             got = cm(xs[0])
             (want,) = sc.interpret(cm.graph, xs[0])

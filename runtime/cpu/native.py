@@ -117,7 +117,7 @@ def native_step(fn):
     return cres, args, ok
 
 
-def _literal(a, ty) -> str:
+def _literal(a) -> str:
     if isinstance(a, (bool, np.bool_)):
         return repr(bool(a))
     if isinstance(a, (int, np.integer)):
@@ -165,7 +165,7 @@ def plan_function(entries) -> NativePlan | None:
         for a, ty in zip(args, sig.args):
             if isinstance(a, np.ndarray) != isinstance(ty, types.Array):
                 return None
-            vals.append(view(a, ty) if isinstance(a, np.ndarray) else _literal(a, ty))
+            vals.append(view(a, ty) if isinstance(a, np.ndarray) else _literal(a))
         call = f"_call({addr}, ({', '.join(vals)},))"
         if ok is None:
             lines.append(f"    {call}")
