@@ -85,6 +85,10 @@ class _Prepared:
     #: steps cannot have one); ``native_error``: why building one failed, if it did
     native: object = None
     native_error: object = None
+    #: CUDA: the recorded launches of a call with these sizes (``runtime.cuda.replay.Replay``),
+    #: None until ``replay_calls`` calls made one
+    replay: object = None
+    replay_calls: int = 0
 
 
 class Executable:

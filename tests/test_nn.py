@@ -207,6 +207,32 @@ def test_load_state_dict_errors_name_the_tensor():
 # CausalLM
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "f16"])
+def test_module_to_casts_float_parameters_and_traces_in_that_dtype(dtype):
+    """``Module.to`` rounds every float parameter once; the traced model computes in the dtype
+    (the compiled CPU model within its rounding of the interpreter's)."""
+    from sparsec.ir.dtypes import as_dtype
+    dt = as_dtype(dtype).np
+    moe = sc.nn.MoE(16, 24, 4, 2, router="softmax", norm_topk_prob=True, naming="mixtral", seed=0)
+    f32 = {n: p.data.copy() for n, p in moe.named_parameters()}
+    assert moe.to(dtype) is moe
+    for n, p in moe.named_parameters():
+        assert p.data.dtype == dt and np.array_equal(p.data, f32[n].astype(dt)), n
+    g = sc.trace(moe, sc.TensorSpec(("tokens", 16), dtype))
+    x = np.random.default_rng(0).standard_normal((3, 16)).astype(dt)
+    (want,) = sc.interpret(g, x)
+    got = sc.compile(g, progress=False)(x)
+    assert got.dtype == want.dtype == dt
+    scale = max(1.0, float(np.abs(want.astype(np.float32)).max()))
+    assert float(np.abs(got.astype(np.float32) - want.astype(np.float32)).max()) <= 3e-2 * scale
+    moe.to("float32")
+    assert all(p.data.dtype == np.float32 for p in moe.parameters())
+    with pytest.raises(SparsecError, match="floating-point"):
+        moe.to("int64")
+    with pytest.raises(SparsecError, match="not a dtype"):
+        moe.to("float7")
+
+
 def test_causal_lm_symbolic_trace_round_trips_and_matches_numpy():
     m = sc.nn.CausalLM(**SMALL)
     sd = random_state(m, 1)

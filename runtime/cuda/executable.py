@@ -9,6 +9,10 @@ stream with no host round trip in between, then synchronizes once: it reads the 
 the checked kernels (index ranges, integer division by zero) and copies the results to the host
 (``call(..., to_host=...)`` keeps chosen results on the device: ``generate`` keeps the updated
 KV caches there and copies only the logits).
+
+After ``replay_after`` calls with the same sizes, the next call is recorded and later calls
+replay it (``runtime.cuda.replay``): on a GPU one CUDA graph launch instead of a Python launch
+per kernel; the inputs are copied into buffers the state owns, the results out of them.
 """
 from __future__ import annotations
 
@@ -16,8 +20,14 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import SparsecError
-from ..executable import Executable, KernelError, _Prepared
+from ..executable import Executable, KernelError, _env_int, _Prepared
 from . import device as D
+from . import replay as R
+from .launch import _BF16
+
+#: calls with the same sizes after which the next is recorded and replayed from then on (a CUDA
+#: graph on a GPU; ``runtime.cuda.replay``); 0: never. Environment: ``SPARSEC_CUDA_REPLAY_AFTER``.
+REPLAY_AFTER = _env_int("SPARSEC_CUDA_REPLAY_AFTER", 2)
 
 
 class CudaExecutable(Executable):
@@ -46,18 +56,35 @@ class CudaExecutable(Executable):
     def __call__(self, *arrays) -> tuple[np.ndarray, ...]:
         return self.call(*arrays)
 
+    #: calls with the same sizes before the next is recorded for replay (0: never); per instance
+    replay_after = REPLAY_AFTER
+
     def call(self, *arrays, to_host=True) -> tuple:
         """Run once. ``to_host``: True (every result as a NumPy array), False (device arrays), or
         the indices of the results to copy to the host (the others stay device arrays)."""
         arrays = [a if isinstance(a, np.ndarray) or D.is_device_array(a) else np.asarray(a) for a in arrays]
         b = self.bind(arrays)
-        outs, dev_inputs = self._run(self._prepared_for(b), arrays, b)
+        prep = self._prepared_for(b)
+        reused = ()  # results in buffers a replay overwrites: copied if they stay on the device
+        if prep.replay is not None and self.replay_after > 0:
+            rep = prep.replay
+            for buf, x in zip(rep.inputs, arrays):
+                _fill(buf, x)
+            self._launch_replay(prep, rep)
+            outs, dev_inputs, reused = rep.results, rep.inputs, rep.reused
+        elif self.replay_after > 0 and prep.replay_calls >= self.replay_after and self._replayable():
+            outs, dev_inputs = self._record(prep, arrays, b)
+            reused = prep.replay.reused
+        else:
+            prep.replay_calls += 1
+            outs, dev_inputs = self._run(prep, arrays, b)
         if to_host is True:
             to_host = range(len(outs))
         elif to_host is False:
             to_host = ()
         host = set(to_host)
-        result = tuple(o.copy_to_host() if i in host and D.is_device_array(o) else o for i, o in enumerate(outs))
+        result = tuple(o.copy_to_host() if i in host and D.is_device_array(o) else
+                       _device_copy(o) if i in reused else o for i, o in enumerate(outs))
         # donated inputs given as host arrays: copy the update back, as the CPU runtime updates them
         for i in self._inplace:
             x, d = arrays[i], dev_inputs[i]
@@ -74,7 +101,8 @@ class CudaExecutable(Executable):
             dev_inputs.append(d)
             for args, j in patches:
                 args[j] = d
-        self._run_steps(prep, bindings, D.empty, D.synchronize, "CUDA kernel")
+        self._start()
+        self._run_steps(prep, bindings, D.empty, self._sync, "CUDA kernel")
         if prep.errors is not None:
             self._check_errors(prep)
         results = []
@@ -87,6 +115,79 @@ class CudaExecutable(Executable):
                 args, j = src[1]
                 results.append(args[j])
         return results, dev_inputs
+
+    def _record(self, prep: _Prepared, arrays, bindings):
+        """Run with the inputs in buffers of the state's own, noting every launch; then make the
+        state's ``Replay`` (and, on a GPU, its checked CUDA graph)."""
+        inputs = [_own_copy(x) for x in arrays]
+        with R.recording() as launches:
+            outs, dev_inputs = self._run(prep, inputs, bindings)
+        rep = R.Replay(launches, inputs, outs)
+        rep.reused = {i for i, src in enumerate(prep.result_sources) if src[0] != "static"}
+        want = [o.copy_to_host() if D.is_device_array(o) else None for o in outs]
+
+        def check():  # the graph on the recorded inputs: the same bits as the recorded call
+            self._launch_replay(prep, rep)
+            for i, (o, w) in enumerate(zip(outs, want)):
+                if w is not None and not _same_bits(o.copy_to_host(), w):
+                    return f"result {i}"
+            return None
+        rep.capture(check)
+        prep.replay = rep
+        return outs, dev_inputs
+
+    #: measure each call's device time with two CUDA events on the default stream, recorded
+    #: before the first launch and after the last (``device_seconds``; benchmarks set it). It
+    #: includes the device's idle time while the host launches: a graph replay has almost none.
+    time_device = False
+    device_seconds: float | None = None
+    _events = None
+
+    def _start(self) -> None:
+        if self.time_device:
+            if self._events is None:
+                from numba import cuda
+                self._events = (cuda.event(), cuda.event())
+            self._events[0].record()
+
+    def _sync(self) -> None:
+        if self.time_device:
+            self._events[1].record()
+        D.synchronize()
+        if self.time_device:
+            self.device_seconds = self._events[0].elapsed_time(self._events[1]) / 1e3
+
+    def _replayable(self) -> bool:
+        """Whether a call's launches depend only on the prepared state's sizes: no input updated
+        in place, and every symbol keys the state (a ``ctx`` that only sizes donated caches does
+        not, and changes every decode step)."""
+        return not self._inplace and set(self._symbols) == set(self._key_symbols)
+
+    def _launch_replay(self, prep: _Prepared, rep) -> None:
+        try:
+            self._start()
+            rep.run()
+            self._sync()
+        except SparsecError:
+            raise
+        except Exception as e:
+            how = "its CUDA graph" if rep.graph is not None else "its recorded launches"
+            raise KernelError(f"@{self.plan.function}: replaying {how} failed: {type(e).__name__}: {e}") from e
+        if prep.errors is not None:
+            self._check_errors(prep)
+
+    def replay_report(self) -> list[dict]:
+        """Per prepared set of sizes: ``sizes``, ``calls`` before recording, ``launches`` per
+        call once recorded (None: not yet), ``graph`` (replayed as a CUDA graph) and ``why``
+        not, if not."""
+        out = []
+        for key, prep in self._prepared.items():
+            rep = prep.replay
+            out.append({"sizes": dict(zip(self._key_symbols, key)), "calls": prep.replay_calls,
+                        "launches": None if rep is None else len(rep),
+                        "graph": rep is not None and rep.graph is not None,
+                        "why": "not recorded yet" if rep is None else rep.why})
+        return out
 
     def _check_errors(self, prep: _Prepared) -> None:
         errs = prep.errors.copy_to_host()
@@ -167,3 +268,40 @@ class CudaExecutable(Executable):
         out = super().memory_report(bindings)
         out["weight_bytes_on_device"] = self.weights.bytes
         return out
+
+
+def _bits(a):
+    """``a`` with bfloat16 viewed as its uint16 bits (numba's copies check dtypes it cannot type)."""
+    return a.view(np.uint16) if a.dtype == _BF16 else a
+
+
+def _own_copy(x):
+    """A C-contiguous device copy of input ``x`` (host or device array)."""
+    if isinstance(x, np.ndarray):
+        return D.to_device(x)
+    d = D.empty(x.shape, x.dtype)
+    _fill(d, x)
+    return d
+
+
+def _fill(buf, x) -> None:
+    """Copy input ``x`` into the device buffer ``buf`` (same shape and dtype: ``bind`` checked
+    them)."""
+    if isinstance(x, np.ndarray):
+        x = np.require(x, requirements="C")
+    elif not D.is_contiguous(x):
+        x = x.copy_to_host()
+    _bits(buf).copy_to_device(_bits(x))
+
+
+def _device_copy(a):
+    if not D.is_device_array(a):
+        return a
+    d = D.empty(a.shape, a.dtype)
+    _fill(d, a)
+    return d
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()

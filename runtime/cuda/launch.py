@@ -14,6 +14,8 @@ import os
 import numpy as np
 from numba import cuda
 
+from . import replay as _replay
+
 # Decode-sized launches (one token) are small grids by nature: numba-cuda's "grid size will
 # likely result in GPU under-utilization" warning would fire on most launches of a decode step.
 # Off unless the user asked for it in the environment.
@@ -110,7 +112,10 @@ class CudaFunction:
         launch = self.dispatcher[config]
 
         def run(*args):  # numba cannot type ml_dtypes.bfloat16: bf16 arrays travel as their uint16 bits
-            return launch(*[a.view(_U16) if getattr(a, "dtype", None) == _BF16 else a for a in args])
+            args = [a.view(_U16) if getattr(a, "dtype", None) == _BF16 else a for a in args]
+            if _replay._local.__dict__.get("launches") is not None:  # a call being recorded (runtime.cuda.replay)
+                _replay.note(self, config, args)
+            return launch(*args)
         return run
 
     def spec(self, signature, name: str | None = None):

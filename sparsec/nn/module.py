@@ -59,6 +59,24 @@ class Module:
         """``{name: numpy array}`` with the same names ``sc.param`` ops use."""
         return {n: p.data for n, p in self.named_parameters()}
 
+    def to(self, dtype) -> "Module":
+        """Cast every floating-point parameter to ``dtype`` (``"bfloat16"``, ``"f16"``, ... as
+        ``sc.TensorSpec`` takes), in place, rounding to nearest even; returns the module. Trace it
+        with inputs of that dtype to get a model that computes in it (as ``torch``'s
+        ``module.to(torch.bfloat16)``): each op rounds its result to the dtype, as the
+        interpreter's references do."""
+        from ..ir.dtypes import as_dtype
+        try:
+            dt = as_dtype(dtype)
+        except (TypeError, ValueError, KeyError) as e:
+            raise SparsecError(f"Module.to({dtype!r}): not a dtype ({e})") from None
+        if not dt.is_float:
+            raise SparsecError(f"Module.to({dtype!r}): expected a floating-point dtype, got {dt.name}")
+        for _, p in self.named_parameters():
+            if as_dtype(p.data.dtype).is_float:
+                p.data = np.asarray(p.data).astype(dt.np)
+        return self
+
     def load_state_dict(self, d: dict, strict: bool = True) -> "Module":
         """Copy arrays into the parameters; names, shapes and dtypes must match (errors name the tensor)."""
         own = dict(self.named_parameters())
