@@ -1,4 +1,5 @@
-"""Trace a Mixture-of-Experts layer, save its IR and weights, and run it with the reference interpreter.
+"""Trace a Mixture-of-Experts layer, save its IR and weights, run it with the reference interpreter,
+then the same layer in bfloat16 (``Module.to``).
 
     python examples/trace_moe.py [OUT_DIR]      # writes OUT_DIR/tiny_moe.mlir (+ .safetensors)
     sparsec show examples/tiny_moe.mlir
@@ -37,3 +38,9 @@ with open(os.path.join(out_dir, "tiny_moe.mlir"), "w") as f:
     f.write(text)
 save_file(dict(g.weights), os.path.join(out_dir, "tiny_moe.safetensors"))
 print(f"wrote {os.path.join(out_dir, 'tiny_moe.mlir')} and tiny_moe.safetensors")
+
+# The same layer computing in bfloat16, as torch's module.to(torch.bfloat16): Module.to rounds
+# the parameters once; traced with bf16 inputs, every op rounds its result to bf16.
+g16 = sc.trace(moe.to("bfloat16"), sc.TensorSpec(("tokens", 64), "bfloat16"))
+y16 = sc.compile(g16, progress=False)(x.astype(g16.main.args[0].type.dtype.np))
+print(f"bf16 model: output {y16.dtype}, max abs diff from f32 {np.abs(y16.astype('float32') - y).max():.1e}")
