@@ -157,6 +157,8 @@ def bench_sparsec(layer, compiled, tokens, mode, repeat, replay: bool):
             ex.call(xd, to_host=False)
         wall, dev = median_times(lambda: ex.call(xd, to_host=False), repeat, cuda.synchronize,
                                  lambda: ex.device_seconds)
+        # each kernel of the 1-token call alone (graphs of 10 copies): where the layer's time goes
+        prof = ex.profile_launches(xd, repeat=10) if replay and tokens == 1 else None
     except sc.errors.SparsecError as e:
         return f"failed: {str(e).splitlines()[0][:160]}"
     finally:
@@ -170,7 +172,7 @@ def bench_sparsec(layer, compiled, tokens, mode, repeat, replay: bool):
         note = f"{rep['launches']} launches, " + ("CUDA graph" if rep["graph"] else f"no graph: {rep['why']}")
     active = min(experts, tokens * top_k) if tokens == 1 else routed_experts(moe, x.astype(np.float32), experts, top_k)
     nbytes = active * expert_bytes(cm, experts) + hidden * experts * np.dtype(dt).itemsize
-    return wall, dev, nbytes, note
+    return wall, dev, nbytes, note, prof
 
 
 def hf_block(kind, hidden, ffn, experts, top_k):
@@ -213,7 +215,7 @@ def bench_torch(layer, tokens, dtype, compiled, repeat):
     esize = 2 if dtype == "bf16" else 4
     active = min(experts, tokens * top_k) if tokens == 1 else experts * (1 - (1 - top_k / experts) ** tokens)
     nbytes = int(active * 3 * hidden * ffn * esize + hidden * experts * esize)
-    return wall, dev, nbytes, ""
+    return wall, dev, nbytes, "", None
 
 
 #: ``--simulate``: the same code paths on numba's CUDA simulator with a tiny layer (no device,
@@ -275,10 +277,14 @@ def main(argv=None):
         if isinstance(res, str):
             print(f"{layer[0]:36} {tokens:>4} {label:28} {res}")
             return
-        wall, dev, nbytes, note = res
+        wall, dev, nbytes, note, prof = res
         pct = [100 * nbytes / t / 1e9 / peak if t > 0 else float("nan") for t in (wall, dev)]
         print(f"{layer[0]:36} {tokens:>4} {label:28} {wall * 1e6:>9.1f} {dev * 1e6:>9.1f} {nbytes / 1e6:>8.1f} "
               f"{pct[0]:>6.1f}% {pct[1]:>6.1f}%  {note}")
+        if prof:
+            total = sum(p["seconds"] for p in prof)
+            print(f"{'':41}each launch alone (us): " + ", ".join(
+                f"{p['kernel']} {p['seconds'] * 1e6:.1f}" for p in prof) + f"; sum {total * 1e6:.1f}")
 
     for layer in layers:
         for mode in modes:  # one compiled model per mode, every token count

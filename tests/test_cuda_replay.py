@@ -141,6 +141,23 @@ def test_a_bad_index_in_a_replayed_call_names_the_op(net):
     assert np.abs(ex(ids, x)[0] - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
 
 
+def test_profile_times_each_launch_and_leaves_the_executable_working(net):
+    _, g = net
+    _, ex = compiled(g, 5)
+    ids, x = inputs(3, 2)
+    prof = ex.profile_launches(ids, x, repeat=2)
+    (rep,) = ex.replay_report()
+    assert len(prof) == rep["launches"] > 3
+    assert all(set(p) == {"kernel", "grid", "block", "seconds"} for p in prof)
+    assert any("gemv" in p["kernel"] or "gemm" in p["kernel"] for p in prof), [p["kernel"] for p in prof]
+    if MODE == "device":
+        assert all(p["seconds"] > 0 for p in prof), prof
+    for i in range(2):  # the profile repeated kernels on garbage: the next calls recompute from their inputs
+        ids, x = inputs(30 + i, 2)
+        (ref,) = sc.interpret(g, ids, x)
+        assert np.abs(ex(ids, x)[0] - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+
+
 def test_replay_after_zero_never_records(net):
     _, g = net
     _, ex = compiled(g, 0)

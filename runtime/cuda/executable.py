@@ -176,6 +176,26 @@ class CudaExecutable(Executable):
         if prep.errors is not None:
             self._check_errors(prep)
 
+    def profile_launches(self, *arrays, repeat: int = 10) -> list[dict]:
+        """The device time of each kernel launch of a call with these inputs, each launch timed
+        on its own (``Replay.profile``: ``{"kernel", "grid", "block", "seconds"}`` per launch, in
+        call order). Records the call first if it is not yet; the error slots are reset after,
+        and the next call recomputes everything from its inputs."""
+        arrays = [a if isinstance(a, np.ndarray) or D.is_device_array(a) else np.asarray(a) for a in arrays]
+        if not self._replayable():
+            raise SparsecError(f"@{self.plan.function}: its launches cannot be recorded (it updates inputs in "
+                               f"place, or a symbol does not key its prepared state)")
+        b = self.bind(arrays)
+        prep = self._prepared_for(b)
+        if prep.replay is None:
+            self._record(prep, arrays, b)
+        try:
+            return prep.replay.profile(repeat)
+        finally:
+            D.synchronize()
+            if prep.errors is not None:
+                prep.errors.copy_to_device(np.zeros(prep.errors.shape, np.int64))
+
     def replay_report(self) -> list[dict]:
         """Per prepared set of sizes: ``sizes``, ``calls`` before recording, ``launches`` per
         call once recorded (None: not yet), ``graph`` (replayed as a CUDA graph) and ``why``

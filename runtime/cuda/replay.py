@@ -74,7 +74,16 @@ class Replay:
         self.results = results
         self.graph = None
         self.why: str | None = "not captured"
-        self._stream = None
+        self._stream_handle = None
+
+    @property
+    def _stream(self):
+        """The default stream (handle 0) as a ``cuda.core`` stream: numba launches there, so the
+        graph runs in order with the copies and launches around it."""
+        if self._stream_handle is None:
+            from cuda.core import Stream
+            self._stream_handle = Stream.from_handle(0)
+        return self._stream_handle
 
     def __len__(self) -> int:
         return len(self.launches)
@@ -86,6 +95,36 @@ class Replay:
             return
         for fn, config, args in self.launches:
             fn.dispatcher[config](*args)
+
+    def profile(self, repeat: int = 10) -> list[dict]:
+        """Device time of each recorded launch on its own: ``repeat`` back-to-back copies of it
+        (in one CUDA graph on a GPU, so the host's launch time is not counted; launched one by
+        one under the simulator), timed with CUDA events on the default stream. Per launch:
+        ``{"kernel", "grid", "block", "seconds"}`` (seconds per copy). Repeating a kernel alone
+        may leave garbage in the arena and report errors into the error slots: the caller resets
+        them (``CudaExecutable.profile_launches`` does)."""
+        from numba import cuda
+
+        from .launch import simulator
+        out = []
+        e0, e1 = cuda.event(), cuda.event()
+        for fn, config, args in self.launches:
+            graph = None
+            if not simulator():
+                graph = _graph([(fn, config, args)] * repeat)
+                graph.launch(self._stream)  # once untimed: the first launch of a graph uploads it
+            cuda.synchronize()
+            e0.record()
+            if graph is not None:
+                graph.launch(self._stream)
+            else:
+                for _ in range(repeat):
+                    fn.dispatcher[config](*args)
+            e1.record()
+            e1.synchronize()
+            out.append({"kernel": fn.name, "grid": config[0], "block": config[1],
+                        "seconds": e0.elapsed_time(e1) / 1e3 / repeat})
+        return out
 
     def capture(self, check) -> None:
         """Build and check the CUDA graph; ``check()`` runs it on the recorded inputs and says
@@ -100,11 +139,11 @@ class Replay:
             self.why = "a kernel takes a host array (numba copies it per launch): launches replayed one by one"
             return
         try:
-            graph, stream = self._build()
+            graph = _graph(self.launches)
         except Exception as e:  # noqa: BLE001 - any driver or numba-cuda failure: keep replaying launches
             self._fail(f"capture failed: {type(e).__name__}: {e}")
             return
-        self.graph, self._stream = graph, stream
+        self.graph = graph
         try:
             diff = check()
         except Exception as e:  # noqa: BLE001
@@ -115,27 +154,29 @@ class Replay:
             return
         self.why = None
 
-    def _build(self):
-        from cuda.core import Device, Stream
-        from numba import cuda
-        dev = Device(cuda.get_current_device().id)
-        dev.set_current()
-        builder = dev.create_graph_builder()
-        builder.begin_building()
-        try:
-            for fn, config, args in self.launches:
-                fn.dispatcher[_with_stream(config, builder)](*args)
-        except BaseException:
-            try:
-                builder.end_building()
-            finally:
-                builder.close()
-            raise
-        graph = builder.end_building().complete()
-        builder.close()
-        # numba launches on the legacy default stream (handle 0): the graph runs in order with it
-        return graph, Stream.from_handle(0)
-
     def _fail(self, why: str) -> None:
         self.why = why + ": launches replayed one by one"
         warnings.warn(f"sparsec CUDA graph: {self.why}", RuntimeWarning, stacklevel=4)
+
+
+def _graph(launches):
+    """A completed CUDA graph of ``launches`` (``(function, configuration, arguments)``),
+    captured by launching them into a ``cuda.core`` graph builder."""
+    from cuda.core import Device
+    from numba import cuda
+    dev = Device(cuda.get_current_device().id)
+    dev.set_current()
+    builder = dev.create_graph_builder()
+    builder.begin_building()
+    try:
+        for fn, config, args in launches:
+            fn.dispatcher[_with_stream(config, builder)](*args)
+    except BaseException:
+        try:
+            builder.end_building()
+        finally:
+            builder.close()
+        raise
+    graph = builder.end_building().complete()
+    builder.close()
+    return graph
