@@ -174,6 +174,26 @@ def test_gemv_and_tiled_paths_are_both_taken(monkeypatch):
         assert paths[-1] == path, (rows, paths)
 
 
+@pytest.mark.parametrize("geometry", [(4, 1, 2), (8, 2, 2), (16, 1, 4), (8, 1, 1)])
+def test_gemv_in_wide_geometries(geometry, monkeypatch):
+    """On a device ``gemv_geometry`` widens a column to up to 256 threads with 1-2 columns per
+    block; the same kernel in such shapes, scaled to the simulator, matches the reference
+    (plain and gated, several rows, K not a multiple of the lanes, an expert without rows)."""
+    monkeypatch.setattr(M, "gemv_geometry", lambda *a, **kw: geometry)
+    rng = np.random.default_rng(sum(geometry))
+    e, n, k = 3, 5, 37
+    wg, wu = (Parameter(rng.standard_normal((e, n, k)).astype(np.float32)) for _ in range(2))
+    x = rng.standard_normal((6, k)).astype(np.float32)
+    offsets = np.array([0, 4, 4, 6], np.int64)
+    paths = launched_paths(monkeypatch)
+    g = trace(lambda a, off: sc.ops.grouped_matmul(a, wg, off), (("rows", k), "float32"), ((e + 1,), "int64"))
+    assert_matches_reference(g, x, offsets, rtol=1e-5)
+    g = trace(lambda a, off: sc.ops.moe_gated_grouped_matmul(a, wg, wu, off, activation="silu"),
+              (("rows", k), "float32"), ((e + 1,), "int64"))
+    assert_matches_reference(g, x, offsets, rtol=1e-5)
+    assert paths == ["gemv", "gemv"]
+
+
 @pytest.mark.parametrize("rows", [5, 160])   # GEMV; tiled (> GEMV_MAX_ROWS per expert)
 def test_more_experts_than_threads_per_block(rows, monkeypatch):
     """Blocks find their expert by a prefix sum over the offsets, a block's worth of experts at a

@@ -29,6 +29,7 @@ from sparsec.lower.cuda import LoweringError, lower_op  # noqa: E402
 from sparsec.lower.cuda.testing import run_cuda  # noqa: E402
 from sparsec.quant import FORMATS, layouts, quantize  # noqa: E402
 from sparsec.runtime.executable import KernelError  # noqa: E402
+from sparsec.runtime.cuda import moe as M  # noqa: E402
 
 F32 = np.float32
 LAYOUTS = ["blocks", "r16", "kernel"]  # "kernel": the CPU kernels' own (r16i; r16 for i8c)
@@ -157,6 +158,25 @@ def test_word_gemv_for_whole_blocks(fmt, gated, monkeypatch):
             check_bound(got[lo:hi], want[lo:hi], x[lo:hi], w[i])
 
 
+@pytest.mark.parametrize("geometry", [(8, 1, 2), (16, 2, 4), (8, 2, 1)])
+def test_word_gemv_in_wide_geometries(geometry, monkeypatch):
+    """The word GEMV with more threads per column and fewer columns per block (what
+    ``gemv_geometry`` picks on a device for long rows), scaled to the simulator."""
+    monkeypatch.setattr(M, "gemv_geometry", lambda *a, **kw: geometry)
+    rng = np.random.default_rng(12)
+    e, n, k = 2, 3, 256
+    wg, wu = (quantize(rng.standard_normal((e, n, k)).astype(F32), "q8_0") for _ in range(2))
+    g = quantized_graph(lambda x, off, a, b: sc.ops.moe_gated_grouped_matmul(x, a, b, off, activation="silu"),
+                        [(("rows", k), "float32"), ((e + 1,), "int64")], [wg, wu], "r16")
+    x = rng.standard_normal((3, k)).astype(F32)
+    offsets = np.array([0, 2, 3], np.int64)
+    paths = launched_paths(monkeypatch)
+    (got,) = run_cuda(g, x, offsets)
+    assert paths == ["gemv_words"]
+    (want,) = sc.interpret(g, x, offsets)
+    assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, float(np.max(np.abs(want))))
+
+
 def test_linear_row_tiles_beyond_the_grid_limit(monkeypatch):
     import sparsec.lower.cuda.moe as rules
     monkeypatch.setattr(rules, "MAX_GRID_Y", 1)   # 65535 on a device: one block row strides over all
@@ -280,6 +300,9 @@ def test_ptx_of_the_quantized_kernels(fmts):
     results = run_ptx_script(PTX_SCRIPT, fmts)
     ops = {op for _, _, op in results}
     assert {"sc.linear", "sc.embedding", "sc.moe_gated_grouped_matmul"} <= ops, ops
-    assert len(results) == 5 * len(fmts.split(","))   # gemv + gemm (linear, gated), dequant rows
+    # linear and gated: the GEMV with 4 accumulators and with 1 (one row per expert) and the
+    # GEMM (these shapes are too small for wider GEMVs); the embedding's dequantized rows
+    assert len(results) == 7 * len(fmts.split(","))
+    assert sum("_32x4x1" in name for name, _, _ in results) == 2 * len(fmts.split(","))
     for name, status, op in results:
         assert status == "ok" if find_ptxas() else status.startswith("skipped"), (name, op, status)

@@ -138,6 +138,25 @@ def max_blocks() -> int:
     return SIM_MAX_BLOCKS if simulator() else MAX_BLOCKS
 
 
+#: SMs x threads per SM assumed where no device answers (PTX without a GPU): an H100 / H200
+DEFAULT_RESIDENT_THREADS = 132 * 2048
+
+
+def resident_threads() -> int:
+    """Threads the current device holds at once (SMs x threads per SM)."""
+    global _resident
+    if _resident is None:
+        try:
+            dev = cuda.get_current_device()
+            _resident = int(dev.MULTIPROCESSOR_COUNT) * int(dev.MAX_THREADS_PER_MULTIPROCESSOR)
+        except Exception:  # noqa: BLE001 - no device, the simulator: the default
+            _resident = DEFAULT_RESIDENT_THREADS
+    return _resident
+
+
+_resident = None
+
+
 def block_size(n: int, cap: int = BLOCK) -> int:
     """Threads per block for ``n`` work items: a power of two >= 32 (a warp), at most ``cap``."""
     cap = min(cap, SIM_BLOCK) if simulator() else cap

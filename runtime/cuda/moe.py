@@ -47,7 +47,7 @@ from numba import cuda, float32, float64, int32, int64
 
 from . import half
 from . import quant as Q
-from .launch import kernel, report_error, simulator
+from .launch import kernel, report_error, resident_threads, simulator
 from .quant import make_loader, weight_types
 from .types import arr, scalar
 
@@ -70,8 +70,32 @@ SIM_GEMM = (4, 4, 4, 2, 2)
 GEMV_MAX_ROWS = 4
 
 
-def gemv_geometry():
-    return SIM_GEMV if simulator() else GEMV
+#: loads of the weight row each GEMV thread keeps at least, when ``gemv_geometry`` widens
+GEMV_MIN_LOADS = 4
+
+
+def gemv_geometry(N: int | None = None, active: int = 1, units: int | None = None, rows: int | None = None) -> tuple:
+    """The GEMV geometry for ``N`` output columns of ``active`` experts whose weight rows are
+    ``units`` loads long (K floats, or K/4 resp. K/8 32-bit words): ``LANES`` threads per column,
+    the smallest power of two from 32 to 256 that gives the launch at least two device-fulls of
+    threads (``launch.resident_threads``), as long as each thread keeps ``GEMV_MIN_LOADS``
+    loads; ``COLS`` columns per block, 128 threads (256 at 256 lanes); ``RB`` 1 accumulator per
+    output where the ``rows`` are at most one per expert (one token), else ``GEMV[2]``. Why: at
+    one token a layer is bound by how many loads are in flight. A down projection (1024 columns
+    of 2 experts) at 32 lanes is 65k threads, a quarter of what an H200 holds; and per ptxas
+    (sm_90) the f32 GEMV uses 70 / 76 registers (plain / gated) with 4 accumulators, 54 / 64 with
+    1, which bounds the threads an SM holds (64k registers). A bandwidth argument, not measured
+    on a device yet. Without shapes: the default ``GEMV``."""
+    if simulator():
+        return SIM_GEMV
+    if N is None or units is None:
+        return GEMV
+    target = 2 * resident_threads()
+    lanes = 32
+    while lanes < 256 and N * max(active, 1) * lanes < target and units >= 2 * lanes * GEMV_MIN_LOADS:
+        lanes *= 2
+    rb = 1 if rows is not None and rows <= max(active, 1) else GEMV[2]
+    return (lanes, max(1, 128 // lanes), rb)
 
 
 def gemm_geometry():

@@ -171,6 +171,9 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
     words = (w1.kind in Q.WORD_KINDS and K % w1.G == 0
              and (w2 is None or (w2.kind, w2.G) == (w1.kind, w1.G)))
 
+    # loads per weight row of a GEMV thread's column: words, or elements
+    units = K // w1.G * Q.words_per_block(w1.kind, w1.G) if words else K
+
     def gemv(geometry):
         if words:
             return M.make_grouped_gemv_words(w1.kind, w1.G, act, geometry, storage)
@@ -185,7 +188,7 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
             return
         active = 1 if single else min(E, m)
         if m <= M.GEMV_MAX_ROWS * active:
-            g = M.gemv_geometry()
+            g = M.gemv_geometry(N, active, units, m)
             gemv(g)[M.gemv_grid(N, active, g)](*_args(x, w, wu, bias, offsets, out, err, m, words))
         else:
             g = M.gemm_geometry()
@@ -202,10 +205,16 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
                 bias is not None, err)
 
     sig = M.grouped_sig(w1.kind, k2, x_dtype, offsets_dtype)
-    gemv_spec = (M.make_grouped_gemv_words(w1.kind, w1.G, act, M.GEMV, storage).spec(
-        M.words_sig(w1.kind, offsets_dtype, x_dtype))
-                 if words else M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, M.GEMV, storage).spec(sig))
-    specs = (gemv_spec, M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, M.GEMM, storage).spec(sig))
+    # the GEMV geometries this op's shapes can launch with (on a device like the one assumed
+    # without one), each one's PTX
+    geometries = list(dict.fromkeys([M.GEMV] + [M.gemv_geometry(N, a, units, r) for a in range(1, E + 1)
+                                                for r in (a, a * M.GEMV_MAX_ROWS)]))
+    if words:
+        wsig = M.words_sig(w1.kind, offsets_dtype, x_dtype)
+        gemv_specs = [M.make_grouped_gemv_words(w1.kind, w1.G, act, g, storage).spec(wsig) for g in geometries]
+    else:
+        gemv_specs = [M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, g, storage).spec(sig) for g in geometries]
+    specs = (*gemv_specs, M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, M.GEMM, storage).spec(sig))
     return run, specs
 
 

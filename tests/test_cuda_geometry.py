@@ -1,0 +1,42 @@
+"""The GEMV's launch geometry per shape (``runtime.cuda.moe.gemv_geometry``), in the main test
+process (no simulator): a pure function of the shapes and of the threads the device holds
+(``launch.resident_threads``; 132 SMs x 2048 threads assumed without a device). The kernels in
+these geometries are checked on the simulator (``test_cuda_moe.py`` / ``test_cuda_quant.py``
+``..._in_wide_geometries``)."""
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sparsec.runtime.cuda import launch
+from sparsec.runtime.cuda import moe as M
+
+
+def threads(N, active, g):
+    lanes, cols, _ = g
+    return -(-N // cols) * active * lanes * cols
+
+
+@given(st.integers(1, 20000), st.integers(1, 128), st.integers(1, 20000), st.integers(1, 600))
+def test_geometry_invariants(N, active, units, rows):
+    g = M.gemv_geometry(N, active, units, rows)
+    lanes, cols, rb = g
+    assert lanes in (32, 64, 128, 256)
+    assert rb == (1 if rows <= active else M.GEMV[2])      # one accumulator where one row per expert
+    assert lanes * cols == max(128, lanes)                  # 128-thread blocks (256 at 256 lanes)
+    if lanes > 32:  # widened only while short of two device-fulls, keeping the loads per thread
+        assert N * active * (lanes // 2) < 2 * launch.resident_threads()
+        assert units >= lanes * M.GEMV_MIN_LOADS
+    if lanes < 256:  # and as far as that allows
+        assert threads(N, active, g) >= 2 * launch.resident_threads() or units < 2 * lanes * M.GEMV_MIN_LOADS
+
+
+def test_one_token_mixtral_layer_on_an_h200_sized_device(monkeypatch):
+    monkeypatch.setattr(launch, "_resident", 132 * 2048)
+    # f32: gate/up (2816 columns, K 1024) and down (1024 columns, K 2816) of 2 experts
+    assert M.gemv_geometry(2816, 2, 1024, 2) == (128, 1, 1)
+    assert M.gemv_geometry(1024, 2, 2816, 2) == (256, 1, 1)
+    # q8_0 words (K / 4 per row): gate/up keep 4 words a thread
+    assert M.gemv_geometry(2816, 2, 256, 2) == (64, 2, 1)
+    # a few tokens (up to 4 rows per expert): 4 accumulators, the weights read once
+    assert M.gemv_geometry(2816, 8, 1024, 24) == (32, 4, 4)
+    # without shapes: the default
+    assert M.gemv_geometry() == M.GEMV
