@@ -18,6 +18,9 @@
                                     [--repeat N] [--budget S] [--modes fp32,bf16,q8_0]
                                     [--tokens 1,128] [--simulate]
 
+On a lent GPU machine of this workplace, ``bash benchmarks/cuda_device.sh [options]`` installs
+this checkout offline and runs this script, keeping its output under ``$OUT``.
+
 ``--simulate`` is a dry run of the same code on numba's CUDA simulator with a tiny layer (no
 tests, no torch; ``tests/test_cuda_check_script.py`` runs it), so a GPU session is not spent on a
 broken script. sparsec bf16 is the layer cast with ``Module.to("bfloat16")`` and traced with
