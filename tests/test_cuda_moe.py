@@ -194,6 +194,42 @@ def test_gemv_in_wide_geometries(geometry, monkeypatch):
     assert paths == ["gemv", "gemv"]
 
 
+@pytest.mark.parametrize("geometry", [None, (4, 1, 2), (8, 2, 1)])
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("k", [36, 8])
+def test_gemv_reads_16_bytes_where_k_is_a_multiple_of_4(geometry, gated, k, monkeypatch):
+    """f32 weights with K % 4 == 0: the GEMV's 16-byte variant (``vload.load4``), within the
+    sum-order bound (it adds each 4 products first); with misaligned weights the scalar one."""
+    from sparsec.lower.cuda import moe as rules
+    from sparsec.runtime.cuda import replay
+    if geometry is not None:
+        monkeypatch.setattr(M, "gemv_geometry", lambda *a, **kw: geometry)
+    rng = np.random.default_rng(k + gated)
+    e, n = 3, 5
+    wg, wu = (Parameter(rng.standard_normal((e, n, k)).astype(np.float32)) for _ in range(2))
+    if gated:
+        g = trace(lambda a, off: sc.ops.moe_gated_grouped_matmul(a, wg, wu, off, activation="gelu"),
+                  (("rows", k), "float32"), ((e + 1,), "int64"))
+    else:
+        g = trace(lambda a, off: sc.ops.grouped_matmul(a, wg, off), (("rows", k), "float32"), ((e + 1,), "int64"))
+    x = rng.standard_normal((5, k)).astype(np.float32)
+    offsets = np.array([0, 3, 3, 5], np.int64)
+    for is_aligned in (True, False):
+        monkeypatch.setattr(rules, "aligned", lambda a, _v=is_aligned: _v)
+        with replay.recording() as launches:
+            (got,) = run_cuda(g, x, offsets)
+        names = [fn.name for fn, _, _ in launches if "grouped" in fn.name]
+        assert len(names) == 1 and names[0].endswith("_v4") == is_aligned, names
+        (want,) = sc.interpret(g, x, offsets)
+        if gated:
+            assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, float(np.max(np.abs(want))))
+        else:
+            for i in range(e):
+                lo, hi = offsets[i], offsets[i + 1]
+                assert np.all(np.abs(got[lo:hi].astype(np.float64) - want[lo:hi])
+                              <= sum_order_bound(x[lo:hi], np.asarray(wg.data)[i], np.float32))
+
+
 @pytest.mark.parametrize("rows", [5, 160])   # GEMV; tiled (> GEMV_MAX_ROWS per expert)
 def test_more_experts_than_threads_per_block(rows, monkeypatch):
     """Blocks find their expert by a prefix sum over the offsets, a block's worth of experts at a

@@ -140,3 +140,14 @@ def test_no_device_gives_a_clear_error(lm_mlir, tmp_path, request):
             sc.load(str(spc))
         with pytest.raises(sc.errors.SparsecError, match="no CUDA device"):
             cm(np.array([[1, 2]], np.int64))
+
+
+def test_every_op_the_cpu_lowers_has_a_cuda_rule():
+    """Issue 8's first requirement, kept: the two targets lower the same ops."""
+    import importlib
+    for target in ("cpu", "cuda"):  # registers the rules
+        importlib.import_module(f"sparsec.lower.{target}")
+    from sparsec.ir.opdef import REGISTRY
+    cpu = {n for n, d in REGISTRY.items() if "cpu" in d.lowerings}
+    gpu = {n for n, d in REGISTRY.items() if "cuda" in d.lowerings}
+    assert cpu and cpu == gpu, {"cpu only": sorted(cpu - gpu), "cuda only": sorted(gpu - cpu)}

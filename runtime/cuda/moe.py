@@ -20,7 +20,8 @@ the ``E + 1`` offsets, no host round trip), so an expert without rows costs a bl
   active expert's weights are read once. Partial sums are reduced through shared memory (the
   simulator has no warp shuffles; a tree over ``LANES`` values). For q8_0 / q4_0 / int4 weights
   whose K is whole blocks, ``make_grouped_gemv_words`` reads 32-bit words (4 or 8 weights per
-  load and thread) instead of single elements.
+  load and thread) instead of single elements; f32 weights with K % 4 == 0 are read 16 bytes
+  at a time (``vec``: ``vload.load4``). The geometry is chosen per call (``gemv_geometry``).
 - GEMM (many rows): blocks over (column tile, (expert, row tile)); each thread computes a
   ``TM x TN`` register tile; per ``BK`` step the block stages ``BM x BK`` activations and
   ``BN x BK`` weights (dequantized as they are read, ``runtime.cuda.quant``) in shared memory.
@@ -50,6 +51,7 @@ from . import quant as Q
 from .launch import kernel, report_error, resident_threads, simulator
 from .quant import make_loader, weight_types
 from .types import arr, scalar
+from .vload import load4, load4_scalar
 
 BAD_ID = 1
 BAD_ORDER = 2
@@ -391,11 +393,17 @@ def make_gemv_store(LANES: int, act: int, storage: str | None):
 
 @lru_cache(maxsize=None)
 def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtype: str, geometry: tuple,
-                      storage: str | None = None):
+                      storage: str | None = None, vec: bool = False):
     """GEMV-style grouped matmul (see the module docstring). ``act`` != ACT_NONE: gated, with the
     up weight of ``kind2``. ``single``: one group of all ``M`` rows (``sc.linear``; no offsets).
     ``storage`` "f16"/"bf16": 16-bit rows, float weights and output (computed in ``acc_dtype``
-    float32, each output rounded once)."""
+    float32, each output rounded once). ``vec``: f32 weights read 16 bytes (4 weights) per
+    thread and load (``vload.load4``); the caller guarantees K % 4 == 0 and 16-byte aligned
+    weight arrays."""
+    if vec and not (kind == kind2 == Q.KIND_FLOAT and acc_dtype == "float32" and storage is None):
+        raise ValueError("the 16-byte GEMV reads f32 weights for f32 rows")
+    VEC = vec
+    vload = load4 if vec else load4_scalar
     LANES, COLS, RB = geometry
     NTH = LANES * COLS
     acc_t = scalar(np.dtype(acc_dtype))
@@ -424,7 +432,21 @@ def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtyp
             for i in range(RB):
                 acc[i] = 0
                 acc2[i] = 0
-            if n < N:
+            if n < N and VEC:
+                base = row * K
+                for k in range(lane * 4, K, LANES * 4):
+                    w0, w1, w2, w3 = vload(wa, base + k)
+                    u0, u1, u2, u3 = w0, w1, w2, w3
+                    if gated:
+                        u0, u1, u2, u3 = vload(va, base + k)
+                    for i in range(RB):
+                        if i < nr:
+                            xo = (c0 + i) * K + k
+                            x0, x1, x2, x3 = x[xo], x[xo + 1], x[xo + 2], x[xo + 3]
+                            acc[i] += w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
+                            if gated:
+                                acc2[i] += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3
+            elif n < N:
                 for k in range(lane, K, LANES):
                     wv = wel(wa, wb, wc, row, k, K, nb)
                     uv = wv
@@ -439,7 +461,8 @@ def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtyp
                                 acc2[i] += uv * xv
             store_rows(sh, sh2, acc, acc2, nr, c0, col, lane, n, N, bias, has_bias, out)
 
-    grouped_gemv.__name__ = _name("grouped_gemv", kind, G, kind2, G2, act, acc_dtype, geometry, storage)
+    grouped_gemv.__name__ = _name("grouped_gemv", kind, G, kind2, G2, act, acc_dtype, geometry, storage) + \
+        ("_v4" if vec else "")
     return kernel(grouped_gemv)
 
 

@@ -24,6 +24,7 @@ from ...runtime.cuda import moe as M
 from ...runtime.cuda import quant as Q
 from ...runtime.cuda import reduce as R
 from ...runtime.cuda.shape import UINT_OF_SIZE, as_uint
+from ...runtime.cuda.vload import aligned
 from ...runtime.cuda.types import arr
 from . import CudaKernel, LoweringError, cuda_lowering
 
@@ -171,13 +172,17 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
     words = (w1.kind in Q.WORD_KINDS and K % w1.G == 0
              and (w2 is None or (w2.kind, w2.G) == (w1.kind, w1.G)))
 
-    # loads per weight row of a GEMV thread's column: words, or elements
-    units = K // w1.G * Q.words_per_block(w1.kind, w1.G) if words else K
+    # f32 weights and rows, K a multiple of 4: the GEMV reads 16 bytes per load (where the weight
+    # arrays are 16-byte aligned: whole uploads are)
+    vec_ok = (not words and w1.kind == k2 == Q.KIND_FLOAT and storage is None and acc == "float32"
+              and K % 4 == 0)
+    # loads per weight row of a GEMV thread's column: words, 16-byte vectors, or elements
+    units = K // w1.G * Q.words_per_block(w1.kind, w1.G) if words else K // 4 if vec_ok else K
 
-    def gemv(geometry):
+    def gemv(geometry, vec=False):
         if words:
             return M.make_grouped_gemv_words(w1.kind, w1.G, act, geometry, storage)
-        return M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, geometry, storage)
+        return M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, geometry, storage, vec)
 
     def run(x, w, wu, bias, offsets, out, err):
         m = x.size // K if K else 0
@@ -188,8 +193,10 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
             return
         active = 1 if single else min(E, m)
         if m <= M.GEMV_MAX_ROWS * active:
-            g = M.gemv_geometry(N, active, units, m)
-            gemv(g)[M.gemv_grid(N, active, g)](*_args(x, w, wu, bias, offsets, out, err, m, words))
+            args = _args(x, w, wu, bias, offsets, out, err, m, words)
+            vec = vec_ok and aligned(args[1]) and aligned(args[4])
+            g = M.gemv_geometry(N, active, units if vec or not vec_ok else K, m)
+            gemv(g, vec)[M.gemv_grid(N, active, g)](*args)
         else:
             g = M.gemm_geometry()
             tiles = min(-(-m // g[0]) + (0 if single else active), MAX_GRID_Y)
@@ -212,6 +219,10 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
     if words:
         wsig = M.words_sig(w1.kind, offsets_dtype, x_dtype)
         gemv_specs = [M.make_grouped_gemv_words(w1.kind, w1.G, act, g, storage).spec(wsig) for g in geometries]
+    elif vec_ok:  # the 16-byte kernels, and the scalar one for misaligned weights (default geometry)
+        gemv_specs = [M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, g, storage, True).spec(sig)
+                      for g in geometries] + [M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, M.GEMV,
+                                                                  storage).spec(sig)]
     else:
         gemv_specs = [M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, g, storage).spec(sig) for g in geometries]
     specs = (*gemv_specs, M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, M.GEMM, storage).spec(sig))
