@@ -196,23 +196,27 @@ def test_gemv_in_wide_geometries(geometry, monkeypatch):
 
 @pytest.mark.parametrize("geometry", [None, (4, 1, 2), (8, 2, 1)])
 @pytest.mark.parametrize("gated", [False, True])
-@pytest.mark.parametrize("k", [36, 8])
-def test_gemv_reads_16_bytes_where_k_is_a_multiple_of_4(geometry, gated, k, monkeypatch):
-    """f32 weights with K % 4 == 0: the GEMV's 16-byte variant (``vload.load4``), within the
-    sum-order bound (it adds each 4 products first); with misaligned weights the scalar one."""
+@pytest.mark.parametrize("k,dt", [(36, "float32"), (8, "float32"), (40, "bfloat16"), (8, "bfloat16")])
+def test_gemv_reads_16_bytes_where_k_allows(geometry, gated, k, dt, monkeypatch):
+    """Float weights whose rows are whole 16-byte vectors (f32: K % 4 == 0, bf16: K % 8 == 0):
+    the GEMV's 16-byte variant (``vload.load4``), within the sum-order bound for f32 (it adds
+    each 4 products first), within bf16 rounding of the reference for bf16; with misaligned
+    weights the scalar variant."""
+    from sparsec.ir.dtypes import as_dtype
     from sparsec.lower.cuda import moe as rules
     from sparsec.runtime.cuda import replay
     if geometry is not None:
         monkeypatch.setattr(M, "gemv_geometry", lambda *a, **kw: geometry)
+    npdt = as_dtype(dt).np
     rng = np.random.default_rng(k + gated)
     e, n = 3, 5
-    wg, wu = (Parameter(rng.standard_normal((e, n, k)).astype(np.float32)) for _ in range(2))
+    wg, wu = (Parameter(rng.standard_normal((e, n, k)).astype(npdt)) for _ in range(2))
     if gated:
         g = trace(lambda a, off: sc.ops.moe_gated_grouped_matmul(a, wg, wu, off, activation="gelu"),
-                  (("rows", k), "float32"), ((e + 1,), "int64"))
+                  (("rows", k), dt), ((e + 1,), "int64"))
     else:
-        g = trace(lambda a, off: sc.ops.grouped_matmul(a, wg, off), (("rows", k), "float32"), ((e + 1,), "int64"))
-    x = rng.standard_normal((5, k)).astype(np.float32)
+        g = trace(lambda a, off: sc.ops.grouped_matmul(a, wg, off), (("rows", k), dt), ((e + 1,), "int64"))
+    x = rng.standard_normal((5, k)).astype(npdt)
     offsets = np.array([0, 3, 3, 5], np.int64)
     for is_aligned in (True, False):
         monkeypatch.setattr(rules, "aligned", lambda a, _v=is_aligned: _v)
@@ -221,7 +225,11 @@ def test_gemv_reads_16_bytes_where_k_is_a_multiple_of_4(geometry, gated, k, monk
         names = [fn.name for fn, _, _ in launches if "grouped" in fn.name]
         assert len(names) == 1 and names[0].endswith("_v4") == is_aligned, names
         (want,) = sc.interpret(g, x, offsets)
-        if gated:
+        assert got.dtype == want.dtype
+        if dt == "bfloat16":  # each output rounded once from an f32 sum: one bf16 rounding of the reference
+            got, want = got.astype(np.float32), want.astype(np.float32)
+            assert np.all(np.abs(got - want) <= 2 ** -7 * np.abs(want) + 1e-3 * max(1.0, np.abs(want).max()))
+        elif gated:
             assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, float(np.max(np.abs(want))))
         else:
             for i in range(e):

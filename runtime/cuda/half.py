@@ -50,6 +50,14 @@ def bf16_to_f32(h):
 
 
 @cuda.jit(device=True, inline=True)
+def bf16_pair(u):
+    """The two bf16 values packed in a uint32 word (the lower-addressed element in the low
+    half: little-endian), as f32."""
+    u = np.uint32(u)
+    return _f32_from_bits(u << np.uint32(16)), _f32_from_bits(u & np.uint32(0xFFFF0000))
+
+
+@cuda.jit(device=True, inline=True)
 def f32_to_bf16(x):
     """``x`` (f32) rounded to nearest even bf16, as uint16 bits; NaN stays a quiet NaN."""
     b = _f32_bits(np.float32(x))

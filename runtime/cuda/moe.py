@@ -20,8 +20,8 @@ the ``E + 1`` offsets, no host round trip), so an expert without rows costs a bl
   active expert's weights are read once. Partial sums are reduced through shared memory (the
   simulator has no warp shuffles; a tree over ``LANES`` values). For q8_0 / q4_0 / int4 weights
   whose K is whole blocks, ``make_grouped_gemv_words`` reads 32-bit words (4 or 8 weights per
-  load and thread) instead of single elements; f32 weights with K % 4 == 0 are read 16 bytes
-  at a time (``vec``: ``vload.load4``). The geometry is chosen per call (``gemv_geometry``).
+  load and thread) instead of single elements; f32 weights with K % 4 == 0 and bf16 ones with
+  K % 8 == 0 are read 16 bytes at a time (``vec``: ``vload.load4``). The geometry is chosen per call (``gemv_geometry``).
 - GEMM (many rows): blocks over (column tile, (expert, row tile)); each thread computes a
   ``TM x TN`` register tile; per ``BK`` step the block stages ``BM x BK`` activations and
   ``BN x BK`` weights (dequantized as they are read, ``runtime.cuda.quant``) in shared memory.
@@ -397,13 +397,16 @@ def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtyp
     """GEMV-style grouped matmul (see the module docstring). ``act`` != ACT_NONE: gated, with the
     up weight of ``kind2``. ``single``: one group of all ``M`` rows (``sc.linear``; no offsets).
     ``storage`` "f16"/"bf16": 16-bit rows, float weights and output (computed in ``acc_dtype``
-    float32, each output rounded once). ``vec``: f32 weights read 16 bytes (4 weights) per
-    thread and load (``vload.load4``); the caller guarantees K % 4 == 0 and 16-byte aligned
-    weight arrays."""
-    if vec and not (kind == kind2 == Q.KIND_FLOAT and acc_dtype == "float32" and storage is None):
-        raise ValueError("the 16-byte GEMV reads f32 weights for f32 rows")
-    VEC = vec
+    float32, each output rounded once). ``vec``: float weights read 16 bytes per thread and load
+    (``vload.load4``): 4 f32 weights (f32 rows; K % 4 == 0), or 8 bf16 weights (``storage``
+    "bf16"; K % 8 == 0; ``wa``/``va`` then the weights' uint32 view); the caller guarantees
+    those and 16-byte aligned weight arrays."""
+    if vec and not (kind == kind2 == Q.KIND_FLOAT and acc_dtype == "float32" and storage in (None, "bf16")):
+        raise ValueError("the 16-byte GEMV reads f32 weights for f32 rows, or bf16 weights for bf16 rows")
+    VEC = vec and storage is None
+    VEC16 = vec and storage == "bf16"
     vload = load4 if vec else load4_scalar
+    pair = half.bf16_pair
     LANES, COLS, RB = geometry
     NTH = LANES * COLS
     acc_t = scalar(np.dtype(acc_dtype))
@@ -446,6 +449,31 @@ def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtyp
                             acc[i] += w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
                             if gated:
                                 acc2[i] += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3
+            elif n < N and VEC16:
+                base = row * K
+                for k in range(lane * 8, K, LANES * 8):
+                    a0, a1, a2, a3 = vload(wa, (base + k) // 2)
+                    w0, w1 = pair(a0)
+                    w2, w3 = pair(a1)
+                    w4, w5 = pair(a2)
+                    w6, w7 = pair(a3)
+                    u0, u1, u2, u3, u4, u5, u6, u7 = w0, w1, w2, w3, w4, w5, w6, w7
+                    if gated:
+                        b0, b1, b2, b3 = vload(va, (base + k) // 2)
+                        u0, u1 = pair(b0)
+                        u2, u3 = pair(b1)
+                        u4, u5 = pair(b2)
+                        u6, u7 = pair(b3)
+                    for i in range(RB):
+                        if i < nr:
+                            xo = (c0 + i) * K + k
+                            x0, x1, x2, x3 = ld(x[xo]), ld(x[xo + 1]), ld(x[xo + 2]), ld(x[xo + 3])
+                            x4, x5, x6, x7 = ld(x[xo + 4]), ld(x[xo + 5]), ld(x[xo + 6]), ld(x[xo + 7])
+                            acc[i] += (w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
+                                       + w4 * x4 + w5 * x5 + w6 * x6 + w7 * x7)
+                            if gated:
+                                acc2[i] += (u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3
+                                            + u4 * x4 + u5 * x5 + u6 * x6 + u7 * x7)
             elif n < N:
                 for k in range(lane, K, LANES):
                     wv = wel(wa, wb, wc, row, k, K, nb)

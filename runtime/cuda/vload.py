@@ -11,6 +11,8 @@ Under the simulator ``load4`` is the same four reads in Python.
 """
 from __future__ import annotations
 
+from numba import cuda
+
 from .launch import simulator
 
 
@@ -57,4 +59,4 @@ def _make_intrinsic():
 load4 = _load4_py if simulator() else _make_intrinsic()
 #: the same four reads as a device function (any 1-D array): what kernels that may take the
 #: vector path bind where they do not, so their code types either way
-load4_scalar = _load4_py if simulator() else __import__("numba.cuda", fromlist=["jit"]).jit(device=True)(_load4_py)
+load4_scalar = _load4_py if simulator() else cuda.jit(device=True)(_load4_py)

@@ -173,11 +173,12 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
              and (w2 is None or (w2.kind, w2.G) == (w1.kind, w1.G)))
 
     # f32 weights and rows, K a multiple of 4: the GEMV reads 16 bytes per load (where the weight
-    # arrays are 16-byte aligned: whole uploads are)
-    vec_ok = (not words and w1.kind == k2 == Q.KIND_FLOAT and storage is None and acc == "float32"
-              and K % 4 == 0)
+    # arrays are 16-byte aligned: whole uploads are); bf16 weights and rows, K % 8 == 0: too
+    per_vec = 4 if storage is None else 8 if storage == "bf16" else 0
+    vec_ok = (not words and w1.kind == k2 == Q.KIND_FLOAT and acc == "float32" and per_vec > 0
+              and K % per_vec == 0)
     # loads per weight row of a GEMV thread's column: words, 16-byte vectors, or elements
-    units = K // w1.G * Q.words_per_block(w1.kind, w1.G) if words else K // 4 if vec_ok else K
+    units = K // w1.G * Q.words_per_block(w1.kind, w1.G) if words else K // per_vec if vec_ok else K
 
     def gemv(geometry, vec=False):
         if words:
@@ -195,6 +196,8 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
         if m <= M.GEMV_MAX_ROWS * active:
             args = _args(x, w, wu, bias, offsets, out, err, m, words)
             vec = vec_ok and aligned(args[1]) and aligned(args[4])
+            if vec and storage == "bf16":  # 8 bf16 weights per 16-byte load: their uint32 words
+                args = args[:1] + (_words(args[1]),) + args[2:4] + (_words(args[4]),) + args[5:]
             g = M.gemv_geometry(N, active, units if vec or not vec_ok else K, m)
             gemv(g, vec)[M.gemv_grid(N, active, g)](*args)
         else:
@@ -211,6 +214,12 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
                 np.int64(K), np.int64(E), np.int64(w1.nb), np.int64(w2.nb if w2 is not None else w1.nb), single,
                 bias is not None, err)
 
+    from ...runtime.cuda.types import arr
+    arr_u32 = arr(np.uint32)
+
+    def _words(a):
+        return (a.view(np.uint16) if a.dtype != np.uint16 else a).view(np.uint32)
+
     sig = M.grouped_sig(w1.kind, k2, x_dtype, offsets_dtype)
     # the GEMV geometries this op's shapes can launch with (on a device like the one assumed
     # without one), each one's PTX
@@ -220,7 +229,8 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
         wsig = M.words_sig(w1.kind, offsets_dtype, x_dtype)
         gemv_specs = [M.make_grouped_gemv_words(w1.kind, w1.G, act, g, storage).spec(wsig) for g in geometries]
     elif vec_ok:  # the 16-byte kernels, and the scalar one for misaligned weights (default geometry)
-        gemv_specs = [M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, g, storage, True).spec(sig)
+        vsig = sig if storage is None else sig[:1] + (arr_u32,) + sig[2:4] + (arr_u32,) + sig[5:]
+        gemv_specs = [M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, g, storage, True).spec(vsig)
                       for g in geometries] + [M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, M.GEMV,
                                                                   storage).spec(sig)]
     else:
