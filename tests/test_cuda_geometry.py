@@ -31,12 +31,14 @@ def test_geometry_invariants(N, active, units, rows):
 
 def test_one_token_mixtral_layer_on_an_h200_sized_device(monkeypatch):
     monkeypatch.setattr(launch, "_resident", 132 * 2048)
-    # f32: gate/up (2816 columns, K 1024) and down (1024 columns, K 2816) of 2 experts
-    assert M.gemv_geometry(2816, 2, 1024, 2) == (128, 1, 1)
-    assert M.gemv_geometry(1024, 2, 2816, 2) == (256, 1, 1)
-    # q8_0 words (K / 4 per row): gate/up keep 4 words a thread
-    assert M.gemv_geometry(2816, 2, 256, 2) == (64, 2, 1)
+    # f32 in 16-byte loads (K / 4 per row): gate/up (2816 columns, K 1024) and down (1024
+    # columns, K 2816) of 2 experts
+    assert M.gemv_geometry(2816, 2, 256, 2) == (128, 1, 1)
+    assert M.gemv_geometry(1024, 2, 704, 2) == (256, 1, 1)
+    # q8_0 in 16-byte loads (4 words, 16 weights): gate/up keep 2 loads a thread; down widens
+    assert M.gemv_geometry(2816, 2, 64, 2) == (32, 4, 1)
+    assert M.gemv_geometry(1024, 2, 176, 2) == (64, 2, 1)
     # a few tokens (up to 4 rows per expert): 4 accumulators, the weights read once
-    assert M.gemv_geometry(2816, 8, 1024, 24) == (32, 4, 4)
+    assert M.gemv_geometry(2816, 8, 256, 24) == (32, 4, 4)
     # without shapes: the default
     assert M.gemv_geometry() == M.GEMV

@@ -177,6 +177,32 @@ def test_word_gemv_in_wide_geometries(geometry, monkeypatch):
     assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, float(np.max(np.abs(want))))
 
 
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "int4"])
+@pytest.mark.parametrize("geometry", [None, (4, 2, 1), (8, 1, 2)])
+def test_word_gemv_reads_16_bytes_where_the_weights_are_aligned(fmt, geometry, monkeypatch):
+    """Blocks of a multiple of 4 words: the word GEMV loads 4 words (16 bytes) per thread and
+    load (``_v4``) where the ``qs`` arrays are 16-byte aligned, else one word: same results."""
+    from sparsec.lower.cuda import moe as rules
+    from sparsec.runtime.cuda import replay
+    if geometry is not None:
+        monkeypatch.setattr(M, "gemv_geometry", lambda *a, **kw: geometry)
+    rng = np.random.default_rng(13)
+    e, n, k = 3, 4, 192
+    wg, wu = (quantize(rng.standard_normal((e, n, k)).astype(F32), fmt) for _ in range(2))
+    g = quantized_graph(lambda x, off, a, b: sc.ops.moe_gated_grouped_matmul(x, a, b, off, activation="silu"),
+                        [(("rows", k), "float32"), ((e + 1,), "int64")], [wg, wu], "r16")
+    x = rng.standard_normal((5, k)).astype(F32)
+    offsets = np.array([0, 2, 2, 5], np.int64)
+    (want,) = sc.interpret(g, x, offsets)
+    for is_aligned in (True, False):
+        monkeypatch.setattr(rules, "aligned", lambda a, _v=is_aligned: _v)
+        with replay.recording() as launches:
+            (got,) = run_cuda(g, x, offsets)
+        names = [fn.name for fn, _, _ in launches if "gemv_words" in fn.name]
+        assert len(names) == 1 and names[0].endswith("_v4") == is_aligned, names
+        assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, float(np.max(np.abs(want))))
+
+
 def test_linear_row_tiles_beyond_the_grid_limit(monkeypatch):
     import sparsec.lower.cuda.moe as rules
     monkeypatch.setattr(rules, "MAX_GRID_Y", 1)   # 65535 on a device: one block row strides over all
@@ -300,9 +326,16 @@ def test_ptx_of_the_quantized_kernels(fmts):
     results = run_ptx_script(PTX_SCRIPT, fmts)
     ops = {op for _, _, op in results}
     assert {"sc.linear", "sc.embedding", "sc.moe_gated_grouped_matmul"} <= ops, ops
-    # linear and gated: the GEMV with 4 accumulators and with 1 (one row per expert) and the
-    # GEMM (these shapes are too small for wider GEMVs); the embedding's dequantized rows
-    assert len(results) == 7 * len(fmts.split(","))
-    assert sum("_32x4x1" in name for name, _, _ in results) == 2 * len(fmts.split(","))
+    # linear and gated: the GEMV with 4 accumulators and with 1 (one row per expert; these shapes
+    # are too small for wider GEMVs), for the word formats (whole 4-word groups per block) also
+    # the 16-byte variants plus the scalar one for misaligned weights; the GEMM; the embedding's
+    # dequantized rows
+    fl = fmts.split(",")
+    from sparsec.runtime.cuda import quant as CQ
+    vec = [f for f in fl if CQ.FORMAT_KINDS[f][0] in CQ.WORD_KINDS and 64 % CQ.FORMAT_KINDS[f][1] == 0
+           and CQ.words_per_block(*CQ.FORMAT_KINDS[f]) % 4 == 0]        # K = 64 in the script
+    assert len(results) == 7 * len(fl) + 2 * len(vec)
+    assert sum("_32x4x1" in name for name, _, _ in results) == 2 * len(fl)
+    assert sum(name.split("__")[0].endswith("_v4") for name, _, _ in results) == 4 * len(vec)
     for name, status, op in results:
         assert status == "ok" if find_ptxas() else status.startswith("skipped"), (name, op, status)

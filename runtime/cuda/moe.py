@@ -20,7 +20,8 @@ the ``E + 1`` offsets, no host round trip), so an expert without rows costs a bl
   active expert's weights are read once. Partial sums are reduced through shared memory (the
   simulator has no warp shuffles; a tree over ``LANES`` values). For q8_0 / q4_0 / int4 weights
   whose K is whole blocks, ``make_grouped_gemv_words`` reads 32-bit words (4 or 8 weights per
-  load and thread) instead of single elements; f32 weights with K % 4 == 0 and bf16 ones with
+  word; 4 words per load and thread where blocks are whole 4-word groups) instead of single
+  elements; f32 weights with K % 4 == 0 and bf16 ones with
   K % 8 == 0 are read 16 bytes at a time (``vec``: ``vload.load4``). The geometry is chosen per call (``gemv_geometry``).
 - GEMM (many rows): blocks over (column tile, (expert, row tile)); each thread computes a
   ``TM x TN`` register tile; per ``BK`` step the block stages ``BM x BK`` activations and
@@ -73,7 +74,8 @@ GEMV_MAX_ROWS = 4
 
 
 #: loads of the weight row each GEMV thread keeps at least, when ``gemv_geometry`` widens
-GEMV_MIN_LOADS = 4
+#: (16-byte loads where the weights allow: 32 bytes a thread)
+GEMV_MIN_LOADS = 2
 
 
 def gemv_geometry(N: int | None = None, active: int = 1, units: int | None = None, rows: int | None = None) -> tuple:
@@ -495,10 +497,13 @@ def make_grouped_gemv(kind: int, G: int, kind2: int, G2: int, act: int, acc_dtyp
 
 
 @lru_cache(maxsize=None)
-def make_grouped_gemv_words(kind: int, G: int, act: int, geometry: tuple, storage: str | None = None):
+def make_grouped_gemv_words(kind: int, G: int, act: int, geometry: tuple, storage: str | None = None,
+                            vec: bool = False):
     """The GEMV for q8_0 / q4_0 / int4 weights whose K is a whole number of blocks, reading the
     packed values 32 bits per thread and load (consecutive threads: consecutive words of a row),
-    4 (8-bit) or 8 (4-bit) weights at a time; gate and up of one format. Arguments as
+    4 (8-bit) or 8 (4-bit) weights at a time; gate and up of one format. ``vec``: 4 words (16
+    bytes, within one block: ``words_per_block`` is a multiple of 4) per thread and load
+    (``vload.load4``; the caller guarantees 16-byte aligned ``qs`` arrays). Arguments as
     ``make_grouped_gemv``'s, with ``wa``/``va`` the ``qs`` parts viewed as int32 words
     (``storage`` "f16"/"bf16": 16-bit rows and output)."""
     ld, st = _ld_st(storage)
@@ -511,6 +516,11 @@ def make_grouped_gemv_words(kind: int, G: int, act: int, geometry: tuple, storag
     gated = act != ACT_NONE
     q8_word, q4_word = Q.q8_word, Q.q4_word
     store_rows = make_gemv_store(LANES, act, storage)
+    if vec and WPB % 4:
+        raise ValueError(f"16-byte loads need whole 4-word groups per block ({WPB} words per block)")
+    VEC = vec
+    V = 4 if vec else 1
+    vload = load4 if vec else load4_scalar
 
     def grouped_gemv_words(x, wa, wb, wc, va, vb, vc, bias, offsets, out, M, N, K, E, nb, nb2, single, has_bias,
                            err):
@@ -534,47 +544,62 @@ def make_grouped_gemv_words(kind: int, G: int, act: int, geometry: tuple, storag
                 acc[i] = 0
                 acc2[i] = 0
             if n < N:
-                for u in range(lane, units, LANES):
-                    b = u // WPB
-                    j = u - b * WPB
+                for ub in range(lane * V, units, LANES * V):
+                    b = ub // WPB           # the V words are in one block
                     d = float32(wb[row * nb + b])
-                    wd = wa[row * units + u]
+                    d2 = d
                     if gated:
                         d2 = float32(vb[row * nb + b])
-                        ud = va[row * units + u]
-                    if eight:
-                        k0 = 32 * b + 4 * j
-                        w0, w1, w2, w3 = q8_word(wd, d)
+                    if VEC:
+                        wv = vload(wa, row * units + ub)
+                        uv = wv
                         if gated:
-                            u0, u1, u2, u3 = q8_word(ud, d2)
-                        for i in range(RB):
-                            if i < nr:
-                                xo = (c0 + i) * K + k0
-                                x0, x1, x2, x3 = ld(x[xo]), ld(x[xo + 1]), ld(x[xo + 2]), ld(x[xo + 3])
-                                acc[i] += w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
-                                if gated:
-                                    acc2[i] += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3
+                            uv = vload(va, row * units + ub)
                     else:
-                        k0 = G * b + 4 * j
-                        m = float32(wc[row * nb + b]) if minimum else float32(0)
-                        w0, w1, w2, w3, w4, w5, w6, w7 = q4_word(wd, d, m, minimum)
+                        wv = (wa[row * units + ub], int32(0), int32(0), int32(0))
+                        uv = wv
                         if gated:
-                            m2 = float32(vc[row * nb + b]) if minimum else float32(0)
-                            u0, u1, u2, u3, u4, u5, u6, u7 = q4_word(ud, d2, m2, minimum)
-                        for i in range(RB):
-                            if i < nr:
-                                xo = (c0 + i) * K + k0
-                                x0, x1, x2, x3 = ld(x[xo]), ld(x[xo + 1]), ld(x[xo + 2]), ld(x[xo + 3])
-                                x4, x5 = ld(x[xo + H]), ld(x[xo + H + 1])
-                                x6, x7 = ld(x[xo + H + 2]), ld(x[xo + H + 3])
-                                acc[i] += (w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
-                                           + w4 * x4 + w5 * x5 + w6 * x6 + w7 * x7)
-                                if gated:
-                                    acc2[i] += (u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3
-                                                + u4 * x4 + u5 * x5 + u6 * x6 + u7 * x7)
+                            uv = (va[row * units + ub], int32(0), int32(0), int32(0))
+                    for t in range(V):
+                        j = ub + t - b * WPB
+                        wd = wv[t]
+                        ud = uv[t]
+                        if eight:
+                            k0 = 32 * b + 4 * j
+                            w0, w1, w2, w3 = q8_word(wd, d)
+                            u0, u1, u2, u3 = w0, w1, w2, w3
+                            if gated:
+                                u0, u1, u2, u3 = q8_word(ud, d2)
+                            for i in range(RB):
+                                if i < nr:
+                                    xo = (c0 + i) * K + k0
+                                    x0, x1, x2, x3 = ld(x[xo]), ld(x[xo + 1]), ld(x[xo + 2]), ld(x[xo + 3])
+                                    acc[i] += w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
+                                    if gated:
+                                        acc2[i] += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3
+                        else:
+                            k0 = G * b + 4 * j
+                            m = float32(wc[row * nb + b]) if minimum else float32(0)
+                            w0, w1, w2, w3, w4, w5, w6, w7 = q4_word(wd, d, m, minimum)
+                            u0, u1, u2, u3, u4, u5, u6, u7 = w0, w1, w2, w3, w4, w5, w6, w7
+                            if gated:
+                                m2 = float32(vc[row * nb + b]) if minimum else float32(0)
+                                u0, u1, u2, u3, u4, u5, u6, u7 = q4_word(ud, d2, m2, minimum)
+                            for i in range(RB):
+                                if i < nr:
+                                    xo = (c0 + i) * K + k0
+                                    x0, x1, x2, x3 = ld(x[xo]), ld(x[xo + 1]), ld(x[xo + 2]), ld(x[xo + 3])
+                                    x4, x5 = ld(x[xo + H]), ld(x[xo + H + 1])
+                                    x6, x7 = ld(x[xo + H + 2]), ld(x[xo + H + 3])
+                                    acc[i] += (w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
+                                               + w4 * x4 + w5 * x5 + w6 * x6 + w7 * x7)
+                                    if gated:
+                                        acc2[i] += (u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3
+                                                    + u4 * x4 + u5 * x5 + u6 * x6 + u7 * x7)
             store_rows(sh, sh2, acc, acc2, nr, c0, col, lane, n, N, bias, has_bias, out)
 
-    grouped_gemv_words.__name__ = _name("grouped_gemv_words", kind, G, kind, G, act, "float32", geometry, storage)
+    grouped_gemv_words.__name__ = _name("grouped_gemv_words", kind, G, kind, G, act, "float32", geometry,
+                                        storage) + ("_v4" if vec else "")
     return kernel(grouped_gemv_words)
 
 

@@ -172,17 +172,24 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
     words = (w1.kind in Q.WORD_KINDS and K % w1.G == 0
              and (w2 is None or (w2.kind, w2.G) == (w1.kind, w1.G)))
 
-    # f32 weights and rows, K a multiple of 4: the GEMV reads 16 bytes per load (where the weight
-    # arrays are 16-byte aligned: whole uploads are); bf16 weights and rows, K % 8 == 0: too
-    per_vec = 4 if storage is None else 8 if storage == "bf16" else 0
-    vec_ok = (not words and w1.kind == k2 == Q.KIND_FLOAT and acc == "float32" and per_vec > 0
-              and K % per_vec == 0)
-    # loads per weight row of a GEMV thread's column: words, 16-byte vectors, or elements
-    units = K // w1.G * Q.words_per_block(w1.kind, w1.G) if words else K // per_vec if vec_ok else K
+    # the GEMV reads 16 bytes per thread and load where a weight row is whole 16-byte vectors
+    # and the weight arrays are 16-byte aligned (whole uploads are): f32 weights and rows with
+    # K % 4 == 0, bf16 ones with K % 8 == 0 (their uint32 words), quantized words 4 at a time
+    # (blocks of a multiple of 4 words); ``per_vec``: scalar loads per vector
+    if words:
+        scalar_units = K // w1.G * Q.words_per_block(w1.kind, w1.G)
+        per_vec = 4 if Q.words_per_block(w1.kind, w1.G) % 4 == 0 else 0
+    else:
+        scalar_units = K
+        float_rows = w1.kind == k2 == Q.KIND_FLOAT and acc == "float32"
+        per_vec = (4 if storage is None else 8 if storage == "bf16" else 0) if float_rows else 0
+    vec_ok = per_vec > 0 and scalar_units % per_vec == 0
+    # loads per weight row of a GEMV thread's column
+    units = scalar_units // per_vec if vec_ok else scalar_units
 
     def gemv(geometry, vec=False):
         if words:
-            return M.make_grouped_gemv_words(w1.kind, w1.G, act, geometry, storage)
+            return M.make_grouped_gemv_words(w1.kind, w1.G, act, geometry, storage, vec)
         return M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, geometry, storage, vec)
 
     def run(x, w, wu, bias, offsets, out, err):
@@ -196,9 +203,9 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
         if m <= M.GEMV_MAX_ROWS * active:
             args = _args(x, w, wu, bias, offsets, out, err, m, words)
             vec = vec_ok and aligned(args[1]) and aligned(args[4])
-            if vec and storage == "bf16":  # 8 bf16 weights per 16-byte load: their uint32 words
+            if vec and not words and storage == "bf16":  # 8 bf16 weights per 16-byte load: uint32 words
                 args = args[:1] + (_words(args[1]),) + args[2:4] + (_words(args[4]),) + args[5:]
-            g = M.gemv_geometry(N, active, units if vec or not vec_ok else K, m)
+            g = M.gemv_geometry(N, active, units if vec else scalar_units, m)
             gemv(g, vec)[M.gemv_grid(N, active, g)](*args)
         else:
             g = M.gemm_geometry()
@@ -225,16 +232,12 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
     # without one), each one's PTX
     geometries = list(dict.fromkeys([M.GEMV] + [M.gemv_geometry(N, a, units, r) for a in range(1, E + 1)
                                                 for r in (a, a * M.GEMV_MAX_ROWS)]))
-    if words:
-        wsig = M.words_sig(w1.kind, offsets_dtype, x_dtype)
-        gemv_specs = [M.make_grouped_gemv_words(w1.kind, w1.G, act, g, storage).spec(wsig) for g in geometries]
-    elif vec_ok:  # the 16-byte kernels, and the scalar one for misaligned weights (default geometry)
-        vsig = sig if storage is None else sig[:1] + (arr_u32,) + sig[2:4] + (arr_u32,) + sig[5:]
-        gemv_specs = [M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, g, storage, True).spec(vsig)
-                      for g in geometries] + [M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, M.GEMV,
-                                                                  storage).spec(sig)]
-    else:
-        gemv_specs = [M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, g, storage).spec(sig) for g in geometries]
+    gsig = M.words_sig(w1.kind, offsets_dtype, x_dtype) if words else sig
+    vsig = gsig if words or storage is None else sig[:1] + (arr_u32,) + sig[2:4] + (arr_u32,) + sig[5:]
+    # the 16-byte kernels where possible, and the scalar one in the default geometry for
+    # misaligned weights; else the scalar kernels
+    gemv_specs = ([gemv(g, True).spec(vsig) for g in geometries] + [gemv(M.GEMV).spec(gsig)] if vec_ok else
+                  [gemv(g).spec(gsig) for g in geometries])
     specs = (*gemv_specs, M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, M.GEMM, storage).spec(sig))
     return run, specs
 
