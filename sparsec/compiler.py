@@ -295,7 +295,11 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
         if target != "cuda":
             raise CompileError(f"emit_ptx is for target='cuda', not {target!r}")
         from .runtime.cuda.device import availability
+        from .runtime.cuda.launch import simulator
         from .runtime.cuda.ptx import emit_ptx as write_ptx
+        if simulator():
+            raise CompileError("emit_ptx: no PTX while numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1 "
+                               "replaces numba.cuda's compiler); run without it, no GPU is needed")
         ptx_report = write_ptx([ex.plan for ex in executables.values()], emit_ptx)
         warmup = warmup and availability()[0]
 

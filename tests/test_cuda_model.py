@@ -91,3 +91,15 @@ def test_cli_compile_and_run_for_cuda(lm, tmp_path):
     got = np.load(out)
     got = got[got.files[0]]
     assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+
+
+def test_emit_ptx_under_the_simulator_says_why_not(lm, tmp_path):
+    """The simulator replaces numba.cuda's compiler: a clear error, not numba's traceback (on a
+    device the PTX is written)."""
+    if MODE == "sim":
+        with pytest.raises(sc.errors.SparsecError, match="simulator"):
+            sc.compile(lm, SPEC, target="cuda", emit_ptx=str(tmp_path / "ptx"), progress=False)
+        assert not (tmp_path / "ptx").exists() or not any((tmp_path / "ptx").iterdir())
+    else:
+        cm = sc.compile(lm, SPEC, target="cuda", emit_ptx=str(tmp_path / "ptx"), progress=False)
+        assert cm.report["ptx"] and all(r.ptxas != "" for r in cm.report["ptx"])
