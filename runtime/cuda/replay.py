@@ -72,6 +72,8 @@ class Replay:
         self.launches = launches
         self.inputs = inputs
         self.results = results
+        #: indices of the results in buffers a replay overwrites (copied for the caller)
+        self.reused: set = set()
         self.graph = None
         self.why: str | None = "not captured"
         self._stream_handle = None
