@@ -17,6 +17,7 @@ from sparsec.lower.cuda.testing import cuda_test_process
 
 MODE = cuda_test_process()
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
@@ -90,10 +91,28 @@ def test_permute(t, k, h, dt, seed):
     assert_matches_reference(g, x, order, exact=True)
 
 
+@contextlib.contextmanager
+def combine_path(one_block: bool):
+    """The combine in one block (few tokens) or as fill, invert and sum launches; checks which
+    kernels ran."""
+    from sparsec.runtime.cuda import replay
+    saved = M.COMBINE_ONE_BLOCK
+    M.COMBINE_ONE_BLOCK = saved if one_block else -1
+    try:
+        with replay.recording() as launches:
+            yield
+    finally:
+        M.COMBINE_ONE_BLOCK = saved
+    names = [fn.name for fn, _, _ in launches]
+    if names:
+        assert any("one_block" in n for n in names) == one_block, names
+        assert ("invert_order" in names) == (not one_block), names
+
+
 @settings(max_examples=5, deadline=None)
 @given(t=st.integers(0, 6), k=st.integers(1, 3), h=st.integers(1, 5), dt=st.sampled_from(["float32", "float64"]),
-       seed=st.integers(0, 999))
-def test_combine_sums_the_slots_in_order(t, k, h, dt, seed):
+       seed=st.integers(0, 999), one_block=st.booleans())
+def test_combine_sums_the_slots_in_order(t, k, h, dt, seed, one_block):
     rng = np.random.default_rng(seed)
     order = rng.permutation(t * k).astype(np.int64)
     y = rng.standard_normal((t * k, h)).astype(dt)
@@ -101,7 +120,8 @@ def test_combine_sums_the_slots_in_order(t, k, h, dt, seed):
     g = trace(lambda a, o, b: sc.ops.moe_combine(a, o, b), ((t * k, h), dt), ((t * k,), "int64"), ((t, k), dt))
     # exact on the simulator (the same f32 products and sums in the same order); a device may
     # contract each multiply-add into an FMA (one rounding fewer)
-    assert_matches_reference(g, y, order, w, exact=launch.simulator())
+    with combine_path(one_block):
+        assert_matches_reference(g, y, order, w, exact=launch.simulator())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,11 +395,13 @@ def test_expert_id_out_of_range():
         run_cuda(g, np.array([[0, 1], [1, 2], [-1, 3]]))
 
 
-def test_order_not_a_permutation():
+@pytest.mark.parametrize("one_block", [True, False])
+def test_order_not_a_permutation(one_block):
     g = trace(lambda y, o, w: sc.ops.moe_combine(y, o, w), ((4, 3), "float32"), ((4,), "int64"), ((2, 2), "float32"))
     y, w = np.ones((4, 3), np.float32), np.ones((2, 2), np.float32)
     with pytest.raises(KernelError, match=r"sc\.moe_combine.*not a permutation.*entry (1|5)"):
-        run_cuda(g, y, np.array([0, 1, 1, 5]), w)
+        with combine_path(one_block):
+            run_cuda(g, y, np.array([0, 1, 1, 5]), w)
     p = trace(lambda x, o: sc.ops.moe_permute(x, o, 2), ((2, 3), "float32"), ((4,), "int64"))
     with pytest.raises(KernelError, match=r"sc\.moe_permute.*order entry 4 is out of range"):
         run_cuda(p, np.ones((2, 3), np.float32), np.array([0, 4, 1, 2]))

@@ -19,9 +19,18 @@ from . import replay as _replay
 # Decode-sized launches (one token) are small grids by nature: numba-cuda's "grid size will
 # likely result in GPU under-utilization" warning would fire on most launches of a decode step.
 # Off unless the user asked for it in the environment.
+def _numba_cuda_config():
+    """numba-cuda's configuration module (``numba.cuda.core.config`` since numba-cuda 0.2x;
+    ``numba.core.config`` before: a GPU machine's image may hold an older numba-cuda)."""
+    try:
+        from numba.cuda.core import config
+    except ImportError:  # pragma: no cover - older numba-cuda
+        from numba.core import config
+    return config
+
+
 if "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" not in os.environ:
-    from numba.cuda.core import config as _config
-    _config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+    _numba_cuda_config().CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
 #: threads per block for 1-D elementwise-style kernels
 BLOCK = 256
@@ -35,8 +44,7 @@ SIM_MAX_BLOCKS = 4
 
 def simulator() -> bool:
     """Whether numba.cuda is the CUDA simulator in this process."""
-    from numba.cuda.core import config
-    return bool(config.ENABLE_CUDASIM)
+    return bool(_numba_cuda_config().ENABLE_CUDASIM)
 
 
 def _thread_safe_simulator_shared_arrays() -> None:

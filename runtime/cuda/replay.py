@@ -2,7 +2,7 @@
 
 Why: numba-cuda launches a kernel from Python in about 7 us plus about 3.5 us per array
 argument (numba-cuda PR #288 measured 6.6 us with none and 14.1 us with two). sparsec's kernels
-take 10-20 arguments, so a one-token MoE layer of a dozen launches spends hundreds of
+take 10-20 arguments, so a one-token MoE layer of 7 launches spends hundreds of
 microseconds of host time where the GPU needs tens to read the active experts (2 x 3 x
 1024 x 2816 f32 weights are 69 MB: 14 us at an H200's 4.8 TB/s). A CUDA graph launches them
 all with one call, as llama.cpp's CUDA backend and ``torch.compile(mode="reduce-overhead")`` do.

@@ -30,8 +30,12 @@ def _load4_py(a, i):
 def _make_intrinsic():
     from llvmlite import ir
     from numba.core import types
-    from numba.cuda import cgutils
-    from numba.cuda.extending import intrinsic
+    try:
+        from numba.cuda import cgutils
+        from numba.cuda.extending import intrinsic
+    except ImportError:  # pragma: no cover - an older numba-cuda (a GPU machine's image)
+        from numba.core import cgutils
+        from numba.core.extending import intrinsic
 
     @intrinsic
     def load4(typingctx, a, i):

@@ -296,6 +296,7 @@ def lower_moe_combine(op) -> CudaKernel:
     dtype = _float_rows(op, y_t)
     h = _half(y_t)
     comb = M.make_combine("float32", h, h) if h else M.make_combine(dtype.name)
+    one = M.make_combine_one_block("float32", h, h) if h else M.make_combine_one_block(dtype.name)
     scratch: dict = {}
 
     def inv_for(m):
@@ -312,6 +313,11 @@ def lower_moe_combine(op) -> CudaKernel:
         if out.size == 0 and m == 0:
             return
         inv = inv_for(m)
+        if T * H <= M.COMBINE_ONE_BLOCK and m == T * k:  # few tokens: one launch (fill, invert, sum)
+            one[1, launch.block_size(max(T * H, m))](y_perm.reshape(y_perm.size), order, inv,
+                                                      topk_weights.reshape(topk_weights.size), np.int64(T),
+                                                      np.int64(k), np.int64(H), out.reshape(out.size), err)
+            return
         launch.launch_1d(M.fill_i64, m, inv, np.int64(-1))
         launch.launch_1d(M.invert_order, m, order, np.int64(m), inv, err)
         launch.launch_1d(comb, T * H, y_perm.reshape(y_perm.size), inv,
@@ -321,5 +327,5 @@ def lower_moe_combine(op) -> CudaKernel:
     def error(code, value):
         return f"order is not a permutation of 0..tokens*top_k-1 (entry {value} is out of range or repeated)"
     specs = (M.fill_i64.spec(M.fill_sig()), M.invert_order.spec(M.invert_sig(o_t.dtype.np)),
-             comb.spec(M.combine_sig(dtype)))
+             comb.spec(M.combine_sig(dtype)), one.spec(M.combine_one_block_sig(dtype, o_t.dtype.np)))
     return CudaKernel(run, f"moe_combine_{dtype.name}", kernels=specs, checked=True, error=error)
