@@ -187,3 +187,91 @@ def test_any_sequence_of_calls_matches_the_interpreter(net, sizes, seed):
         ids, x = inputs(seed + k, tokens)
         (ref,) = sc.interpret(g, ids, x)
         assert np.abs(ex(ids, x)[0] - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# the capture's control flow with a stand-in for the CUDA graph (the simulator has none): used
+# when it reproduces the recorded call's bits, dropped with a warning and the reason otherwise
+
+class FakeGraph:
+    """Replays the launches as a graph would; ``spoil`` (a replay): then overwrites its first
+    result (a graph computing something else)."""
+
+    def __init__(self, launches, spoil=None):
+        self.launches, self.spoil, self.launched = launches, spoil, 0
+
+    def launch(self, stream):
+        self.launched += 1
+        for fn, config, args in self.launches:
+            fn.dispatcher[config](*args)
+        if self.spoil is not None:
+            r = self.spoil.results[0]
+            r.copy_to_device(np.full(r.shape, 7.0, r.dtype))
+
+
+@pytest.fixture
+def fake_graphs(monkeypatch):
+    from sparsec.runtime.cuda import replay
+    made = []
+
+    def install(spoil=False, fail=None):
+        capturing = []
+        capture = replay.Replay.capture
+
+        def noting(self, check):
+            capturing.append(self)
+            return capture(self, check)
+
+        def graph_of(launches):
+            if fail is not None:
+                raise fail
+            made.append(FakeGraph(launches, capturing[-1] if spoil else None))
+            return made[-1]
+        monkeypatch.setattr(replay, "simulator", lambda: False)   # capture as on a device
+        monkeypatch.setattr(replay, "_graph", graph_of)
+        monkeypatch.setattr(replay.Replay, "capture", noting)
+        monkeypatch.setattr(replay.Replay, "_stream", property(lambda self: None))
+        return made
+    return install
+
+
+def test_a_graph_with_the_recorded_bits_is_used(net, fake_graphs):
+    _, g = net
+    _, ex = compiled(g, 1)
+    made = fake_graphs()
+    for i in range(4):
+        ids, x = inputs(40 + i, 2)
+        (ref,) = sc.interpret(g, ids, x)
+        assert np.abs(ex(ids, x)[0] - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+    (rep,) = ex.replay_report()
+    assert rep["graph"] and rep["why"] is None
+    assert len(made) == 1 and made[0].launched == 1 + 2   # the check, then the two replayed calls
+
+
+def test_a_graph_that_differs_is_dropped_with_the_reason(net, fake_graphs):
+    _, g = net
+    _, ex = compiled(g, 1)
+    fake_graphs(spoil=True)
+    ids, x = inputs(50, 2)
+    ex(ids, x)
+    with pytest.warns(RuntimeWarning, match="differ from the recorded call"):
+        ex(ids, x)
+    (rep,) = ex.replay_report()
+    assert not rep["graph"] and "result 0" in rep["why"] and "one by one" in rep["why"]
+    for i in range(2):  # replayed launch by launch: right
+        ids, x = inputs(51 + i, 2)
+        (ref,) = sc.interpret(g, ids, x)
+        assert np.abs(ex(ids, x)[0] - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+
+
+def test_a_failed_capture_is_reported_and_replayed_one_by_one(net, fake_graphs):
+    _, g = net
+    _, ex = compiled(g, 1)
+    fake_graphs(fail=RuntimeError("stream capture unsupported"))
+    ids, x = inputs(60, 2)
+    ex(ids, x)
+    with pytest.warns(RuntimeWarning, match="capture failed: RuntimeError: stream capture unsupported"):
+        (got,) = ex(ids, x)
+    (ref,) = sc.interpret(g, ids, x)
+    assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+    assert not ex.replay_report()[0]["graph"]

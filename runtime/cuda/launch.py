@@ -14,8 +14,6 @@ import os
 import numpy as np
 from numba import cuda
 
-from . import replay as _replay
-
 # Decode-sized launches (one token) are small grids by nature: numba-cuda's "grid size will
 # likely result in GPU under-utilization" warning would fire on most launches of a decode step.
 # Off unless the user asked for it in the environment.
@@ -196,3 +194,7 @@ def report_error(err, code, value):
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
+
+
+# last: runtime.cuda.replay imports ``simulator`` from here (CudaFunction notes launches there)
+from . import replay as _replay  # noqa: E402

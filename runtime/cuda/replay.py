@@ -34,6 +34,8 @@ import warnings
 
 import numpy as np
 
+from .launch import simulator
+
 _local = threading.local()
 
 
@@ -106,8 +108,6 @@ class Replay:
         may leave garbage in the arena and report errors into the error slots: the caller resets
         them (``CudaExecutable.profile_launches`` does)."""
         from numba import cuda
-
-        from .launch import simulator
         out = []
         e0, e1 = cuda.event(), cuda.event()
         for fn, config, args in self.launches:
@@ -132,7 +132,6 @@ class Replay:
         """Build and check the CUDA graph; ``check()`` runs it on the recorded inputs and says
         what differs from the recorded results (None: nothing). Failures leave ``graph`` None
         and the reason in ``why``."""
-        from .launch import simulator
         if simulator():
             self.why = "the CUDA simulator has no graphs: launches replayed one by one"
             return
@@ -169,16 +168,18 @@ def _graph(launches):
     dev = Device(cuda.get_current_device().id)
     dev.set_current()
     builder = dev.create_graph_builder()
-    builder.begin_building()
-    try:
-        for fn, config, args in launches:
-            fn.dispatcher[_with_stream(config, builder)](*args)
-    except BaseException:
+    # no deferred frees of numba's memory manager while capturing (a cuMemFree synchronizes)
+    with cuda.defer_cleanup():
+        builder.begin_building()
         try:
-            builder.end_building()
-        finally:
-            builder.close()
-        raise
-    graph = builder.end_building().complete()
+            for fn, config, args in launches:
+                fn.dispatcher[_with_stream(config, builder)](*args)
+        except BaseException:
+            try:
+                builder.end_building()
+            finally:
+                builder.close()
+            raise
+        graph = builder.end_building().complete()
     builder.close()
     return graph
