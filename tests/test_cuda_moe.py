@@ -374,14 +374,42 @@ def test_softmax_topk(rows, n, data, normalize, dt):
         x[0, rng.integers(n)] = [np.nan, np.inf, -np.inf][seed % 9 // 3]
     x = x.astype(ml_dtypes.bfloat16 if dt == "bfloat16" else dt)
     g = trace(lambda v: sc.ops.softmax_topk(v, k, normalize), (("t", n), dt))
-    with np.errstate(all="ignore"):
-        (w_ref, i_ref), (w, i) = sc.interpret(g, x), run_cuda(g, x)
-    assert w.dtype == w_ref.dtype and i.dtype == np.int64
-    np.testing.assert_array_equal(i, i_ref)
-    half = dt in ("float16", "bfloat16")  # one rounding of the 16-bit output apart at most
-    np.testing.assert_allclose(w.astype(np.float64), w_ref.astype(np.float64), rtol=1e-2 if half else 1e-6,
-                               atol=0, equal_nan=True)
+    import sparsec.lower.cuda.moe as rules
+    saved, got = rules.SOFTMAX_TOPK_BLOCK_FROM, []
+    try:
+        for start in (10 ** 9, 1):  # a thread per row; a block per row (rows past a warp on a device)
+            rules.SOFTMAX_TOPK_BLOCK_FROM = start
+            with np.errstate(all="ignore"):
+                (w_ref, i_ref), (w, i) = sc.interpret(g, x), run_cuda(g, x)
+            assert w.dtype == w_ref.dtype and i.dtype == np.int64
+            np.testing.assert_array_equal(i, i_ref)
+            half = dt in ("float16", "bfloat16")  # one rounding of the 16-bit output apart at most
+            np.testing.assert_allclose(w.astype(np.float64), w_ref.astype(np.float64), rtol=1e-2 if half else 1e-6,
+                                       atol=0, equal_nan=True)
+            got.append((w, i))
+    finally:
+        rules.SOFTMAX_TOPK_BLOCK_FROM = saved
+    # the block kernel gives the serial kernel's bits (NaN payloads aside)
+    np.testing.assert_array_equal(got[0][1], got[1][1])
+    np.testing.assert_array_equal(got[0][0].astype(np.float64), got[1][0].astype(np.float64))
     assert uses_kernel(g, "softmax_topk")
+
+
+@pytest.mark.parametrize("n,k", [(128, 8), (40, 3), (9, 9)])
+def test_softmax_topk_block_per_row_on_router_sized_rows(n, k, monkeypatch):
+    """Rows longer than the block (more elements than threads), ties across threads."""
+    import sparsec.lower.cuda.moe as rules
+    rng = np.random.default_rng(n)
+    x = np.round(rng.standard_normal((3, n)) * 2).astype(np.float32)   # many ties
+    g = trace(lambda v: sc.ops.softmax_topk(v, k, True), (("t", n), "float32"))
+    monkeypatch.setattr(rules, "SOFTMAX_TOPK_BLOCK_FROM", 1)
+    (w_ref, i_ref), (w, i) = sc.interpret(g, x), run_cuda(g, x)
+    np.testing.assert_array_equal(i, i_ref)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-6, atol=0)
+    monkeypatch.setattr(rules, "SOFTMAX_TOPK_BLOCK_FROM", 10 ** 9)
+    w2, i2 = run_cuda(g, x)
+    np.testing.assert_array_equal(i, i2)
+    np.testing.assert_array_equal(w, w2)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ each result is rounded once to the output dtype, as the references.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 from numba import cuda, float64, int64
 
@@ -303,6 +304,111 @@ def softmax_topk_serial(x, rows, n, k, normalize, vals, idx):
             d = ld(st(s64))
             for s in range(k):
                 vals[obase + s] = st(ld(vals[obase + s]) / d)
+
+
+@lru_cache(maxsize=None)
+def make_softmax_topk_block(NT: int, dt: str):
+    """``sc.softmax_topk`` with one block of ``NT`` threads (a power of two) per row, for rows
+    longer than a warp (a 128-expert router: the serial kernel's one thread evaluates k * n
+    exponentials in a row). The same results as ``softmax_topk_serial``, bit for bit: the
+    maximum by a tree (order-free but for which NaN), the exponentials in parallel but summed
+    by one thread in the serial order (float64), and each of the ``k`` selection passes as a
+    tree over the threads' best candidates in the same total order (``_before``). ``dt``: the
+    storage dtype name (f32, f64, f16, bf16)."""
+    from numba import float32
+
+    from . import half
+    # as half.variant binds them for the serial kernel: 16-bit storage rounds (values in f32),
+    # f32 / f64 rows keep the float64 quotients as they are
+    if dt in half.HALF:
+        ldx, stx, vt = half.load(dt), half.store(dt), float32
+    else:
+        ldx, stx, vt = half.identity, half.identity, float64
+    mt = float64 if dt == "f64" else float32   # the elements' compute type (the maximum's)
+
+    def softmax_topk_block(x, rows, n, k, normalize, vals, idx):
+        shm = cuda.shared.array(NT, mt)        # maxima
+        shv = cuda.shared.array(NT, vt)        # the candidates' values
+        shi = cuda.shared.array(NT, int64)     # the candidates' indices
+        she = cuda.shared.array(NT, float64)   # exponentials, summed in order by thread 0
+        tot_sh = cuda.shared.array(1, float64)
+        tid = cuda.threadIdx.x
+        for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
+            base = r * n
+            obase = r * k
+            mx = ldx(x[base + min(tid, n - 1)])
+            for j in range(tid + NT, n, NT):
+                v = ldx(x[base + j])
+                if (v > mx or v != v) and mx == mx:
+                    mx = v
+            shm[tid] = mx
+            cuda.syncthreads()
+            h = NT // 2
+            while h > 0:
+                if tid < h:
+                    a = shm[tid]
+                    b = shm[tid + h]
+                    if (b > a or b != b) and a == a:
+                        shm[tid] = b
+                cuda.syncthreads()
+                h //= 2
+            mx = shm[0]
+            acc = 0.0
+            for c0 in range(0, n, NT):
+                j = c0 + tid
+                if j < n:
+                    she[tid] = float64(math.exp(ldx(x[base + j]) - mx))
+                cuda.syncthreads()
+                if tid == 0:
+                    for t in range(min(NT, n - c0)):
+                        acc += she[t]
+                cuda.syncthreads()
+            if tid == 0:
+                tot_sh[0] = acc
+            cuda.syncthreads()
+            tot = tot_sh[0]
+            pv = ldx(stx(math.exp(ldx(x[base]) - mx) / tot))
+            pi = -1
+            s64 = 0.0
+            for s in range(k):
+                bi = -1
+                bv = pv
+                for j in range(tid, n, NT):
+                    v = ldx(stx(math.exp(ldx(x[base + j]) - mx) / tot))
+                    if pi >= 0 and not _before(pv, pi, v, j, True):
+                        continue
+                    if bi < 0 or _before(v, j, bv, bi, True):
+                        bv = v
+                        bi = j
+                shv[tid] = bv
+                shi[tid] = bi
+                cuda.syncthreads()
+                h = NT // 2
+                while h > 0:
+                    if tid < h:
+                        ci = shi[tid + h]
+                        if ci >= 0 and (shi[tid] < 0 or _before(shv[tid + h], ci, shv[tid], shi[tid], True)):
+                            shv[tid] = shv[tid + h]
+                            shi[tid] = ci
+                    cuda.syncthreads()
+                    h //= 2
+                bv = shv[0]
+                bi = shi[0]
+                if tid == 0:
+                    vals[obase + s] = stx(bv)
+                    idx[obase + s] = bi
+                s64 += float64(bv)
+                pv = bv
+                pi = bi
+                cuda.syncthreads()
+            if normalize and tid == 0:
+                d = ldx(stx(s64))
+                for s in range(k):
+                    vals[obase + s] = stx(ldx(vals[obase + s]) / d)
+            cuda.syncthreads()
+
+    softmax_topk_block.__name__ = f"softmax_topk_block{NT}_{dt}"
+    return kernel(softmax_topk_block)
 
 
 @kernel

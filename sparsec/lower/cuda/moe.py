@@ -45,24 +45,36 @@ def _half(t) -> str | None:
     return t.dtype.name if t.dtype.name in ("f16", "bf16") else None
 
 
+#: row length from which ``sc.softmax_topk`` runs a block per row instead of a thread per row
+SOFTMAX_TOPK_BLOCK_FROM = 33
+
+
 @cuda_lowering("sc.softmax_topk")
 def lower_softmax_topk(op) -> CudaKernel:
-    """One thread per row (``reduce.softmax_topk_serial``): the CPU rule's single pass."""
+    """One thread per row (``reduce.softmax_topk_serial``: the CPU rule's single pass) for rows
+    up to a warp long; longer rows (a 128-expert router) one block per row
+    (``reduce.make_softmax_topk_block``, the same bits)."""
     from numba import types
     x = op.operands[0].type
     dt = _float_rows(op, x)
     n, k, normalize = x.shape[-1], int(op.attrs["k"]), bool(op.attrs["normalize"])
     kern = H.variant(R.softmax_topk_serial, x.dtype.name, x.dtype.name)
+    block = R.make_softmax_topk_block(launch.block_size(n, 128), x.dtype.name)
 
     def run(xa, vals, idx):
         rows = xa.size // n
         if rows == 0:
             return
-        kern[launch.grid_1d(rows)](xa.reshape(xa.size), np.int64(rows), np.int64(n), np.int64(k), normalize,
-                                   vals.reshape(vals.size), idx.reshape(idx.size))
+        args = (xa.reshape(xa.size), np.int64(rows), np.int64(n), np.int64(k), normalize, vals.reshape(vals.size),
+                idx.reshape(idx.size))
+        if n >= SOFTMAX_TOPK_BLOCK_FROM:
+            nt = launch.block_size(n, 128)
+            R.make_softmax_topk_block(nt, x.dtype.name)[min(rows, launch.max_blocks()), nt](*args)
+        else:
+            kern[launch.grid_1d(rows)](*args)
     i64 = types.int64
-    spec = kern.spec((arr(dt), i64, i64, i64, types.boolean, arr(dt), arr(np.int64)))
-    return CudaKernel(run, f"softmax_topk_{x.dtype.name}", kernels=(spec,))
+    sig = (arr(dt), i64, i64, i64, types.boolean, arr(dt), arr(np.int64))
+    return CudaKernel(run, f"softmax_topk_{x.dtype.name}", kernels=(kern.spec(sig), block.spec(sig)))
 
 
 @cuda_lowering("sc.moe_dispatch")
