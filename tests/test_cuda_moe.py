@@ -214,6 +214,23 @@ def test_gemv_in_wide_geometries(geometry, monkeypatch):
     assert paths == ["gemv", "gemv"]
 
 
+def run_gemv_variants(g, monkeypatch, *arrays, kernel="grouped"):
+    """Run ``g`` with the weights taken as 16-byte aligned, then as not: per run, ``(outputs,
+    the name of the one launched kernel containing kernel)``; asserts the 16-byte variant
+    (``_v4``) ran exactly when aligned."""
+    from sparsec.lower.cuda import moe as rules
+    from sparsec.runtime.cuda import replay
+    runs = []
+    for is_aligned in (True, False):
+        monkeypatch.setattr(rules, "aligned", lambda a, _v=is_aligned: _v)
+        with replay.recording() as launches:
+            outs = run_cuda(g, *arrays)
+        names = [fn.name for fn, _, _ in launches if kernel in fn.name]
+        assert len(names) == 1 and names[0].endswith("_v4") == is_aligned, names
+        runs.append(outs)
+    return runs
+
+
 @pytest.mark.parametrize("geometry", [None, (4, 1, 2), (8, 2, 1)])
 @pytest.mark.parametrize("gated", [False, True])
 @pytest.mark.parametrize("k,dt", [(36, "float32"), (8, "float32"), (40, "bfloat16"), (8, "bfloat16")])
@@ -223,8 +240,6 @@ def test_gemv_reads_16_bytes_where_k_allows(geometry, gated, k, dt, monkeypatch)
     each 4 products first), within bf16 rounding of the reference for bf16; with misaligned
     weights the scalar variant."""
     from sparsec.ir.dtypes import as_dtype
-    from sparsec.lower.cuda import moe as rules
-    from sparsec.runtime.cuda import replay
     if geometry is not None:
         monkeypatch.setattr(M, "gemv_geometry", lambda *a, **kw: geometry)
     npdt = as_dtype(dt).np
@@ -238,17 +253,12 @@ def test_gemv_reads_16_bytes_where_k_allows(geometry, gated, k, dt, monkeypatch)
         g = trace(lambda a, off: sc.ops.grouped_matmul(a, wg, off), (("rows", k), dt), ((e + 1,), "int64"))
     x = rng.standard_normal((5, k)).astype(npdt)
     offsets = np.array([0, 3, 3, 5], np.int64)
-    for is_aligned in (True, False):
-        monkeypatch.setattr(rules, "aligned", lambda a, _v=is_aligned: _v)
-        with replay.recording() as launches:
-            (got,) = run_cuda(g, x, offsets)
-        names = [fn.name for fn, _, _ in launches if "grouped" in fn.name]
-        assert len(names) == 1 and names[0].endswith("_v4") == is_aligned, names
-        (want,) = sc.interpret(g, x, offsets)
+    (want,) = sc.interpret(g, x, offsets)
+    for (got,) in run_gemv_variants(g, monkeypatch, x, offsets):
         assert got.dtype == want.dtype
         if dt == "bfloat16":  # each output rounded once from an f32 sum: one bf16 rounding of the reference
-            got, want = got.astype(np.float32), want.astype(np.float32)
-            assert np.all(np.abs(got - want) <= 2 ** -7 * np.abs(want) + 1e-3 * max(1.0, np.abs(want).max()))
+            g32, w32 = got.astype(np.float32), want.astype(np.float32)
+            assert np.all(np.abs(g32 - w32) <= 2 ** -7 * np.abs(w32) + 1e-3 * max(1.0, np.abs(w32).max()))
         elif gated:
             assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, float(np.max(np.abs(want))))
         else:

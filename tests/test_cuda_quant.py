@@ -21,7 +21,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from test_cpu_quant import quantized_graph as cpu_quantized_graph  # noqa: E402
 from test_cpu_quant import random_offsets  # noqa: E402
-from test_cuda_moe import launched_paths, run_ptx_script, sum_order_bound  # noqa: E402
+from test_cuda_moe import launched_paths, run_gemv_variants, run_ptx_script, sum_order_bound  # noqa: E402
 
 import sparsec as sc  # noqa: E402
 from sparsec.frontend.tracer import Parameter  # noqa: E402
@@ -182,8 +182,6 @@ def test_word_gemv_in_wide_geometries(geometry, monkeypatch):
 def test_word_gemv_reads_16_bytes_where_the_weights_are_aligned(fmt, geometry, monkeypatch):
     """Blocks of a multiple of 4 words: the word GEMV loads 4 words (16 bytes) per thread and
     load (``_v4``) where the ``qs`` arrays are 16-byte aligned, else one word: same results."""
-    from sparsec.lower.cuda import moe as rules
-    from sparsec.runtime.cuda import replay
     if geometry is not None:
         monkeypatch.setattr(M, "gemv_geometry", lambda *a, **kw: geometry)
     rng = np.random.default_rng(13)
@@ -194,12 +192,7 @@ def test_word_gemv_reads_16_bytes_where_the_weights_are_aligned(fmt, geometry, m
     x = rng.standard_normal((5, k)).astype(F32)
     offsets = np.array([0, 2, 2, 5], np.int64)
     (want,) = sc.interpret(g, x, offsets)
-    for is_aligned in (True, False):
-        monkeypatch.setattr(rules, "aligned", lambda a, _v=is_aligned: _v)
-        with replay.recording() as launches:
-            (got,) = run_cuda(g, x, offsets)
-        names = [fn.name for fn, _, _ in launches if "gemv_words" in fn.name]
-        assert len(names) == 1 and names[0].endswith("_v4") == is_aligned, names
+    for (got,) in run_gemv_variants(g, monkeypatch, x, offsets, kernel="gemv_words"):
         assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, float(np.max(np.abs(want))))
 
 

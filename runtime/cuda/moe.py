@@ -202,26 +202,41 @@ def invert_order(order, m, inv, err):
 def make_combine(dtype: str, storage: str | None = None, w_storage: str | None = None):
     """The combine kernel accumulating in ``dtype``; ``storage`` / ``w_storage`` "f16"/"bf16" for
     16-bit ``y``/``out`` / ``topk_weights`` (accumulated in float32, rounded once)."""
-    acc_t = scalar(np.dtype(dtype))
-    ld, st = _ld_st(storage)
-    ldw = _ld_st(w_storage)[0]
+    element = _combine_element(dtype, storage, w_storage)
 
     def combine(y, inv, w, T, k, H, out):
         """``out[t, h] = sum_j w[t, j] * y[inv[t*k + j], h]`` in slot order (a missing slot, after
         a reported error, is skipped)."""
         for e in range(cuda.grid(1), T * H, cuda.gridsize(1)):
-            t = e // H
-            h = e - t * H
-            acc = acc_t(0)
-            for j in range(k):
-                r = inv[t * k + j]
-                if r >= 0:
-                    acc += ldw(w[t * k + j]) * ld(y[r * H + h])
-            out[e] = st(acc)
+            out[e] = element(y, inv, w, e, k, H)
 
-    combine.__name__ = (f"moe_combine_{dtype}" + (f"_{storage}" if storage in half.HALF else "")
-                        + (f"_w_{w_storage}" if w_storage in half.HALF else ""))
+    combine.__name__ = _combine_name("moe_combine", dtype, storage, w_storage)
     return kernel(combine)
+
+
+@lru_cache(maxsize=None)
+def _combine_element(dtype: str, storage: str | None, w_storage: str | None):
+    """The device function computing output element ``e`` of the combine (``make_combine``)."""
+    acc_t = scalar(np.dtype(dtype))
+    ld, st = _ld_st(storage)
+    ldw = _ld_st(w_storage)[0]
+
+    @cuda.jit(device=True)
+    def element(y, inv, w, e, k, H):
+        t = e // H
+        h = e - t * H
+        acc = acc_t(0)
+        for j in range(k):
+            r = inv[t * k + j]
+            if r >= 0:
+                acc += ldw(w[t * k + j]) * ld(y[r * H + h])
+        return st(acc)
+    return element
+
+
+def _combine_name(base: str, dtype: str, storage, w_storage) -> str:
+    return (f"{base}_{dtype}" + (f"_{storage}" if storage in half.HALF else "")
+            + (f"_w_{w_storage}" if w_storage in half.HALF else ""))
 
 
 #: ``T * H`` up to which one block runs the whole combine (``make_combine_one_block``)
@@ -234,9 +249,7 @@ def make_combine_one_block(dtype: str, storage: str | None = None, w_storage: st
     invert ``order`` (compare-and-swap; a bad entry reported), then the weighted sums, with a
     block barrier between the phases instead of three launches (each launch is a node of a
     replayed CUDA graph: a few microseconds at one token). Same results as ``make_combine``."""
-    acc_t = scalar(np.dtype(dtype))
-    ld, st = _ld_st(storage)
-    ldw = _ld_st(w_storage)[0]
+    element = _combine_element(dtype, storage, w_storage)
 
     def combine_one_block(y, order, inv, w, T, k, H, out, err):
         tid = cuda.threadIdx.x
@@ -251,17 +264,9 @@ def make_combine_one_block(dtype: str, storage: str | None = None, w_storage: st
                 report_error(err, BAD_ORDER, o)
         cuda.syncthreads()
         for e in range(tid, T * H, nt):
-            t = e // H
-            h = e - t * H
-            acc = acc_t(0)
-            for j in range(k):
-                r = inv[t * k + j]
-                if r >= 0:
-                    acc += ldw(w[t * k + j]) * ld(y[r * H + h])
-            out[e] = st(acc)
+            out[e] = element(y, inv, w, e, k, H)
 
-    combine_one_block.__name__ = (f"moe_combine_one_block_{dtype}" + (f"_{storage}" if storage in half.HALF else "")
-                                  + (f"_w_{w_storage}" if w_storage in half.HALF else ""))
+    combine_one_block.__name__ = _combine_name("moe_combine_one_block", dtype, storage, w_storage)
     return kernel(combine_one_block)
 
 
