@@ -68,6 +68,9 @@ def run_tests(timeout: float) -> str:
     from sparsec.lower.cuda.testing import CUDA_TESTS_ENV, cuda_test_files
     tests = os.path.join(ROOT, "tests")
     files = cuda_test_files(tests) + [os.path.join(tests, "test_cuda_ptx.py")]
+    # the replay tests first (they assert that replays are CUDA graphs on a device): a run cut by
+    # the timeout still reports them
+    files.sort(key=lambda f: not f.endswith("test_cuda_replay.py"))
     env = dict(os.environ, **{CUDA_TESTS_ENV: "device"})
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", "-rs", *files]
