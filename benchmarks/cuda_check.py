@@ -137,9 +137,9 @@ TOLERANCE = {"fp32": 1e-4, "q8_0": 1e-4, "bf16": 3e-2}
 
 
 def bench_sparsec(layer, compiled, tokens, mode, repeat, replay: bool):
-    """(wall seconds, device seconds, bytes read, note) or a string saying why there is no time.
-    ``replay``: after the warm-up calls the executable replays its recorded launches (a CUDA
-    graph); else it launches every kernel from Python on every call."""
+    """(wall seconds, device seconds, bytes read, note, per-launch profile or None) or a string
+    saying why there is no time. ``replay``: after the warm-up calls the executable replays its
+    recorded launches (a CUDA graph); else it launches every kernel from Python on every call."""
     import sparsec as sc
     from numba import cuda
     from sparsec.runtime.cuda.executable import REPLAY_AFTER

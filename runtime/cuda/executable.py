@@ -84,7 +84,7 @@ class CudaExecutable(Executable):
             to_host = ()
         host = set(to_host)
         result = tuple(o.copy_to_host() if i in host and D.is_device_array(o) else
-                       _device_copy(o) if i in reused else o for i, o in enumerate(outs))
+                       _own_copy(o) if i in reused and D.is_device_array(o) else o for i, o in enumerate(outs))
         # donated inputs given as host arrays: copy the update back, as the CPU runtime updates them
         for i in self._inplace:
             x, d = arrays[i], dev_inputs[i]
@@ -312,14 +312,6 @@ def _fill(buf, x) -> None:
     elif not D.is_contiguous(x):
         x = x.copy_to_host()
     _bits(buf).copy_to_device(_bits(x))
-
-
-def _device_copy(a):
-    if not D.is_device_array(a):
-        return a
-    d = D.empty(a.shape, a.dtype)
-    _fill(d, a)
-    return d
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:

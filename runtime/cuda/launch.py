@@ -14,9 +14,6 @@ import os
 import numpy as np
 from numba import cuda
 
-# Decode-sized launches (one token) are small grids by nature: numba-cuda's "grid size will
-# likely result in GPU under-utilization" warning would fire on most launches of a decode step.
-# Off unless the user asked for it in the environment.
 def _numba_cuda_config():
     """numba-cuda's configuration module (``numba.cuda.core.config`` since numba-cuda 0.2x;
     ``numba.core.config`` before: a GPU machine's image may hold an older numba-cuda)."""
@@ -27,6 +24,9 @@ def _numba_cuda_config():
     return config
 
 
+# Decode-sized launches (one token) are small grids by nature: numba-cuda's "grid size will
+# likely result in GPU under-utilization" warning would fire on most launches of a decode step.
+# Off unless the user asked for it in the environment.
 if "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" not in os.environ:
     _numba_cuda_config().CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
@@ -119,8 +119,7 @@ class CudaFunction:
 
         def run(*args):  # numba cannot type ml_dtypes.bfloat16: bf16 arrays travel as their uint16 bits
             args = [a.view(_U16) if getattr(a, "dtype", None) == _BF16 else a for a in args]
-            if _replay._local.__dict__.get("launches") is not None:  # a call being recorded (runtime.cuda.replay)
-                _replay.note(self, config, args)
+            _replay.note(self, config, args)  # noted while a call is recorded (runtime.cuda.replay)
             return launch(*args)
         return run
 

@@ -21,8 +21,8 @@ the ``E + 1`` offsets, no host round trip), so an expert without rows costs a bl
   simulator has no warp shuffles; a tree over ``LANES`` values). For q8_0 / q4_0 / int4 weights
   whose K is whole blocks, ``make_grouped_gemv_words`` reads 32-bit words (4 or 8 weights per
   word; 4 words per load and thread where blocks are whole 4-word groups) instead of single
-  elements; f32 weights with K % 4 == 0 and bf16 ones with
-  K % 8 == 0 are read 16 bytes at a time (``vec``: ``vload.load4``). The geometry is chosen per call (``gemv_geometry``).
+  elements; f32 weights with K % 4 == 0 and bf16 ones with K % 8 == 0 are read 16 bytes at a
+  time (``vec``: ``vload.load4``). The geometry is chosen per call (``gemv_geometry``).
 - GEMM (many rows): blocks over (column tile, (expert, row tile)); each thread computes a
   ``TM x TN`` register tile; per ``BK`` step the block stages ``BM x BK`` activations and
   ``BN x BK`` weights (dequantized as they are read, ``runtime.cuda.quant``) in shared memory.
@@ -81,7 +81,7 @@ GEMV_MIN_LOADS = 2
 
 def gemv_geometry(N: int | None = None, active: int = 1, units: int | None = None, rows: int | None = None) -> tuple:
     """The GEMV geometry for ``N`` output columns of ``active`` experts whose weight rows are
-    ``units`` loads long (K floats, or K/4 resp. K/8 32-bit words): ``LANES`` threads per column,
+    ``units`` loads long (elements, 32-bit words or 16-byte vectors): ``LANES`` threads per column,
     the smallest power of two from 32 to 256 that gives the launch at least two device-fulls of
     threads (``launch.resident_threads``), as long as each thread keeps ``GEMV_MIN_LOADS``
     loads; ``COLS`` columns per block, 128 threads (256 at 256 lanes); ``RB`` 1 accumulator per

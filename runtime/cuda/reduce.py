@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from numba import cuda, float64, int64
+from numba import cuda, float32, float64, int64
 
+from . import half
 from .half import identity as ld  # noqa: F401 - rebound per storage dtype by half.variant
 from .half import identity as st  # noqa: F401
 from .launch import kernel
@@ -195,6 +196,13 @@ def softmax_block(x, outer, n, inner, out, log):
         cuda.syncthreads()
 
 
+@cuda.jit(device=True, inline="always")
+def _nan_max(a, b):
+    """The larger of ``a`` and ``b``, a NaN winning (the first NaN seen stays): the softmax
+    kernels' row maximum."""
+    return b if (b > a or b != b) and a == a else a
+
+
 @kernel
 def softmax_serial(x, outer, n, inner, out, log):
     """One thread per row (many short rows, e.g. a router's softmax over few experts)."""
@@ -205,8 +213,7 @@ def softmax_serial(x, outer, n, inner, out, log):
         mx = ld(x[base])
         for j in range(1, n):
             v = ld(x[base + j * inner])
-            if (v > mx or v != v) and mx == mx:
-                mx = v
+            mx = _nan_max(mx, v)
         acc = 0.0
         for j in range(n):
             acc += float64(math.exp(ld(x[base + j * inner]) - mx))
@@ -276,8 +283,7 @@ def softmax_topk_serial(x, rows, n, k, normalize, vals, idx):
         mx = ld(x[base])
         for j in range(1, n):
             v = ld(x[base + j])
-            if (v > mx or v != v) and mx == mx:
-                mx = v
+            mx = _nan_max(mx, v)
         acc = 0.0
         for j in range(n):
             acc += float64(math.exp(ld(x[base + j]) - mx))
@@ -315,9 +321,6 @@ def make_softmax_topk_block(NT: int, dt: str):
     by one thread in the serial order (float64), and each of the ``k`` selection passes as a
     tree over the threads' best candidates in the same total order (``_before``). ``dt``: the
     storage dtype name (f32, f64, f16, bf16)."""
-    from numba import float32
-
-    from . import half
     # as half.variant binds them for the serial kernel: 16-bit storage rounds (values in f32),
     # f32 / f64 rows keep the float64 quotients as they are
     if dt in half.HALF:
@@ -339,17 +342,13 @@ def make_softmax_topk_block(NT: int, dt: str):
             mx = ldx(x[base + min(tid, n - 1)])
             for j in range(tid + NT, n, NT):
                 v = ldx(x[base + j])
-                if (v > mx or v != v) and mx == mx:
-                    mx = v
+                mx = _nan_max(mx, v)
             shm[tid] = mx
             cuda.syncthreads()
             h = NT // 2
             while h > 0:
                 if tid < h:
-                    a = shm[tid]
-                    b = shm[tid + h]
-                    if (b > a or b != b) and a == a:
-                        shm[tid] = b
+                    shm[tid] = _nan_max(shm[tid], shm[tid + h])
                 cuda.syncthreads()
                 h //= 2
             mx = shm[0]

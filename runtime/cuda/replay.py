@@ -135,8 +135,8 @@ class Replay:
         if simulator():
             self.why = "the CUDA simulator has no graphs: launches replayed one by one"
             return
-        host = [k for _, _, args in self.launches for k, a in enumerate(args) if isinstance(a, np.ndarray)]
-        if host:  # numba would copy such an argument on every launch: not capturable
+        if any(isinstance(a, np.ndarray) for _, _, args in self.launches for a in args):
+            # numba would copy such an argument on every launch: not capturable
             self.why = "a kernel takes a host array (numba copies it per launch): launches replayed one by one"
             return
         try:

@@ -24,8 +24,8 @@ from ...runtime.cuda import moe as M
 from ...runtime.cuda import quant as Q
 from ...runtime.cuda import reduce as R
 from ...runtime.cuda.shape import UINT_OF_SIZE, as_uint
-from ...runtime.cuda.vload import aligned
 from ...runtime.cuda.types import arr
+from ...runtime.cuda.vload import aligned
 from . import CudaKernel, LoweringError, cuda_lowering
 
 
@@ -59,7 +59,8 @@ def lower_softmax_topk(op) -> CudaKernel:
     dt = _float_rows(op, x)
     n, k, normalize = x.shape[-1], int(op.attrs["k"]), bool(op.attrs["normalize"])
     kern = H.variant(R.softmax_topk_serial, x.dtype.name, x.dtype.name)
-    block = R.make_softmax_topk_block(launch.block_size(n, 128), x.dtype.name)
+    nt = launch.block_size(n, 128)
+    block = R.make_softmax_topk_block(nt, x.dtype.name)
 
     def run(xa, vals, idx):
         rows = xa.size // n
@@ -68,8 +69,7 @@ def lower_softmax_topk(op) -> CudaKernel:
         args = (xa.reshape(xa.size), np.int64(rows), np.int64(n), np.int64(k), normalize, vals.reshape(vals.size),
                 idx.reshape(idx.size))
         if n >= SOFTMAX_TOPK_BLOCK_FROM:
-            nt = launch.block_size(n, 128)
-            R.make_softmax_topk_block(nt, x.dtype.name)[min(rows, launch.max_blocks()), nt](*args)
+            block[min(rows, launch.max_blocks()), nt](*args)
         else:
             kern[launch.grid_1d(rows)](*args)
     i64 = types.int64
@@ -233,7 +233,6 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
                 np.int64(K), np.int64(E), np.int64(w1.nb), np.int64(w2.nb if w2 is not None else w1.nb), single,
                 bias is not None, err)
 
-    from ...runtime.cuda.types import arr
     arr_u32 = arr(np.uint32)
 
     def _words(a):
