@@ -131,28 +131,7 @@ def argmax_block(x, outer, n, inner, out):
         shv[tid] = bv
         shi[tid] = bi
         cuda.syncthreads()
-        s = nt // 2
-        while s > 0:
-            if tid < s:
-                av = shv[tid]
-                ai = shi[tid]
-                b_v = shv[tid + s]
-                b_i = shi[tid + s]
-                take = False
-                if b_i < n:
-                    if ai == n:
-                        take = True
-                    elif av != av:
-                        take = b_v != b_v and b_i < ai
-                    elif b_v != b_v:
-                        take = True
-                    elif b_v > av or (b_v == av and b_i < ai):
-                        take = True
-                if take:
-                    shv[tid] = b_v
-                    shi[tid] = b_i
-            cuda.syncthreads()
-            s //= 2
+        _tree_first(shv, shi, tid, nt, n)
         if tid == 0:
             out[t] = shi[0]
         cuda.syncthreads()
@@ -239,6 +218,23 @@ def _before(a, ia, b, ib, largest):
     if a == b:
         return ia < ib
     return a > b if largest else a < b
+
+
+@cuda.jit(device=True, inline="always")
+def _tree_first(shv, shi, tid, nt, none):
+    """Reduce a block's ``nt`` candidates ``(shv[t], shi[t])`` (``nt`` a power of two) to the
+    first in top-k order (``_before``: NaN largest, ties to the lower index) at index 0; an
+    index ``none`` marks an empty candidate. Every thread of the block calls it; it ends with a
+    barrier."""
+    s = nt // 2
+    while s > 0:
+        if tid < s:
+            ci = shi[tid + s]
+            if ci != none and (shi[tid] == none or _before(shv[tid + s], ci, shv[tid], shi[tid], True)):
+                shv[tid] = shv[tid + s]
+                shi[tid] = ci
+        cuda.syncthreads()
+        s //= 2
 
 
 @kernel
@@ -382,15 +378,7 @@ def make_softmax_topk_block(NT: int, dt: str):
                 shv[tid] = bv
                 shi[tid] = bi
                 cuda.syncthreads()
-                h = NT // 2
-                while h > 0:
-                    if tid < h:
-                        ci = shi[tid + h]
-                        if ci >= 0 and (shi[tid] < 0 or _before(shv[tid + h], ci, shv[tid], shi[tid], True)):
-                            shv[tid] = shv[tid + h]
-                            shi[tid] = ci
-                    cuda.syncthreads()
-                    h //= 2
+                _tree_first(shv, shi, tid, NT, -1)
                 bv = shv[0]
                 bi = shi[0]
                 if tid == 0:
