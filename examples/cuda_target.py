@@ -31,6 +31,10 @@ else:
     cm = sc.compile(g, target="cuda", quantize="q8_0", emit_ptx=ptx_dir, progress=False, accuracy_samples=0)
     checks = sorted({r.ptxas.split(":")[0] for r in cm.report["ptx"]})
     print(f"{len(cm.report['ptx'])} kernels written to {ptx_dir} (ptxas: {', '.join(checks)})")
+    # what ptxas -v says of each: registers per thread, bytes spilled, static shared memory
+    for r in cm.report["ptx"]:
+        if r.op == "sc.moe_gated_grouped_matmul":
+            print(f"  {r.name}: {r.resources() or r.ptxas}")
 
 # 2. Running it needs a device, or the simulator switched on before Python starts.
 usable, what = availability()

@@ -42,3 +42,31 @@ def test_one_token_mixtral_layer_on_an_h200_sized_device(monkeypatch):
     assert M.gemv_geometry(2816, 8, 256, 24) == (32, 4, 4)
     # without shapes: the default
     assert M.gemv_geometry() == M.GEMV
+
+
+@given(st.integers(1, 5000), st.integers(1, 128))
+def test_gemm_geometry_invariants(rows, active):
+    """The GEMM's row tile is the smallest of ``GEMM_ROW_TILES`` holding the mean rows per
+    active expert (64 beyond); blocks stay a power of two (``locate_tile``'s prefix sum) of 128
+    or 256 threads, and the tiles fit the 48 KB of static shared memory with f64 accumulators."""
+    BM, BN, BK, TM, TN = g = M.gemm_geometry(rows, active)
+    per = -(-rows // active)
+    assert BM in M.GEMM_ROW_TILES
+    assert BM >= per or BM == M.GEMM_ROW_TILES[-1]
+    assert all(b < per for b in M.GEMM_ROW_TILES if b < BM)
+    assert (BN, BK, TN) == (M.GEMM[1], M.GEMM[2], M.GEMM[4])
+    assert BM % TM == 0 and BN % TN == 0
+    nt = (BN // TN) * (BM // TM)
+    assert nt in (128, 256) and nt & (nt - 1) == 0
+    shared = 8 * (BK * (BM + 1) + 2 * BK * (BN + 1) + nt + 2)
+    assert shared <= 48 * 1024
+
+
+def test_gemm_row_tiles_for_the_benchmark_layers():
+    # Qwen3-30B-A3B-shaped, 128 tokens, top-8 of 128 experts: ~8 rows per expert
+    assert M.gemm_geometry(1024, 128) == (8, 64, 16, 1, 4)
+    # Mixtral-shaped, 128 tokens, top-2 of 8: 32 rows per expert
+    assert M.gemm_geometry(256, 8) == (32, 64, 16, 2, 4)
+    # a long prefill: the widest tile
+    assert M.gemm_geometry(4096, 8) == M.GEMM
+    assert M.gemm_geometry() == M.GEMM

@@ -268,6 +268,34 @@ def test_gemv_reads_16_bytes_where_k_allows(geometry, gated, k, dt, monkeypatch)
                               <= sum_order_bound(x[lo:hi], np.asarray(wg.data)[i], np.float32))
 
 
+@pytest.mark.parametrize("geometry", [(2, 4, 4, 1, 2), (4, 8, 2, 1, 4), (8, 4, 4, 2, 2), (8, 8, 3, 4, 2)])
+@pytest.mark.parametrize("dt", ["float32", "bfloat16"])
+def test_gemm_in_other_geometries(geometry, dt, monkeypatch):
+    """On a device ``gemm_geometry`` picks the row-tile height from the rows per expert (8 to 64
+    rows, 1 to 4 per thread); the kernel in such shapes (BM, BN, BK, TM, TN), scaled to the
+    simulator: row tiles shorter and longer than the experts' rows, N and K not multiples of
+    the tiles, an expert without rows, plain and gated, f32 and bf16 rows."""
+    from sparsec.ir.dtypes import as_dtype
+    monkeypatch.setattr(M, "gemm_geometry", lambda *a, **kw: geometry)
+    npdt = as_dtype(dt).np
+    rng = np.random.default_rng(sum(geometry))
+    e, n, k = 3, 11, 13
+    wg, wu = (Parameter(rng.standard_normal((e, n, k)).astype(npdt)) for _ in range(2))
+    x = rng.standard_normal((19, k)).astype(npdt)
+    offsets = np.array([0, 7, 7, 19], np.int64)
+    paths = launched_paths(monkeypatch)
+    for g in (trace(lambda a, off: sc.ops.grouped_matmul(a, wg, off), (("rows", k), dt), ((e + 1,), "int64")),
+              trace(lambda a, off: sc.ops.moe_gated_grouped_matmul(a, wg, wu, off, activation="silu"),
+                    (("rows", k), dt), ((e + 1,), "int64"))):
+        (want,) = sc.interpret(g, x, offsets)
+        (got,) = run_cuda(g, x, offsets)
+        w32, g32 = want.astype(np.float64), got.astype(np.float64)
+        tol = (2 ** -7 * np.abs(w32) + 1e-2 * max(1.0, np.abs(w32).max()) if dt == "bfloat16"
+               else 1e-5 * max(1.0, np.abs(w32).max()))
+        assert np.all(np.abs(g32 - w32) <= tol), np.max(np.abs(g32 - w32))
+    assert paths == ["gemm", "gemm"]
+
+
 @pytest.mark.parametrize("rows", [5, 160])   # GEMV; tiled (> GEMV_MAX_ROWS per expert)
 def test_more_experts_than_threads_per_block(rows, monkeypatch):
     """Blocks find their expert by a prefix sum over the offsets, a block's worth of experts at a
@@ -475,7 +503,7 @@ def chain(x, logits):
 
 g = sc.trace(chain, sc.TensorSpec(("tokens", h), "float32"), sc.TensorSpec(("tokens", e), "float32"))
 with tempfile.TemporaryDirectory() as d:
-    print(json.dumps([(r.name, r.ptxas, r.op) for r in emit_ptx([lower_function(g, None, "cuda")], d)]))
+    print(json.dumps([(r.name, r.ptxas, r.op, r.spill_bytes) for r in emit_ptx([lower_function(g, None, "cuda")], d)]))
 """
 
 
@@ -495,12 +523,16 @@ def run_ptx_script(script, *args):
 def test_ptx_of_every_moe_kernel():
     from sparsec.runtime.cuda.ptx import find_ptxas
     results = run_ptx_script(PTX_SCRIPT)
-    names = {n for n, _, _ in results}
+    names = {n for n, _, _, _ in results}
     for part in ("softmax_topk_serial", "moe_dispatch", "moe_permute", "grouped_gemv", "grouped_gemm", "invert_order",
                  "moe_combine"):
         assert any(part in n for n in names), names
-    for name, status, op in results:
+    for bm in M.GEMM_ROW_TILES:     # the tiled matmuls in every row-tile height, plain and gated
+        assert sum(n.startswith(f"grouped_gemm_float32_{bm}x") for n in names) == 1, sorted(names)
+        assert sum(n.startswith(f"grouped_gemm_float32_gelu_float32_{bm}x") for n in names) == 1, sorted(names)
+    for name, status, op, spilled in results:
         if find_ptxas() is None:
             assert status.startswith("skipped"), (name, status)
         else:
             assert status == "ok", (name, op, status)
+            assert not spilled, f"{name} ({op}) spills {spilled} bytes of registers to local memory (ptxas -v)"

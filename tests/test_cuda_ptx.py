@@ -95,6 +95,26 @@ def test_ptx_for_every_kernel_assembles(tmp_path, request):
         pytest.skip("PTX written and checked; ptxas not found (CUDA toolkit or nvidia-cuda-nvcc), not assembled")
     bad = [(r.name, r.ptxas) for r in results if r.ptxas != "ok"]
     assert not bad, bad
+    # what ptxas -v reports: every kernel within sm_90's limits (255 registers a thread, 48 KB of
+    # static shared memory a block), none spilling registers to local memory
+    for r in results:
+        assert 1 <= r.registers <= 255 and 0 <= r.shared_bytes <= 48 * 1024, (r.name, r.resources())
+        assert r.spill_bytes == 0, (r.name, r.resources())
+    assert f"{results[0].registers} registers" in P.format_ptx_report(results, str(tmp_path))
+
+
+def test_ptxas_resources_are_read_from_its_report():
+    info = ("ptxas info    : Compiling entry function 'k' for 'sm_90'\n"
+            "ptxas info    : Function properties for k\n"
+            "    24 bytes stack frame, 8 bytes spill stores, 8 bytes spill loads\n"
+            "ptxas info    : Used 72 registers, used 1 barriers, 2064 bytes smem, 488 bytes cmem[0]\n")
+    assert P.ptxas_resources(info) == {"registers": 72, "spill_bytes": 8, "shared_bytes": 2064}
+    # no shared memory, no spills: ptxas leaves the figures out or reports 0
+    info = "ptxas info    : Used 28 registers, used 0 barriers, 400 bytes cmem[0]\n"
+    assert P.ptxas_resources(info) == {"registers": 28, "spill_bytes": 0, "shared_bytes": 0}
+    r = P.PtxResult("k__1", "k__1.ptx", "ok", "sc.linear", 72, 8, 2064)
+    assert "72 registers, 8 B spilled, 2064 B shared" in P.format_ptx_report([r], "out")
+    assert "1 of them spill registers to local memory" in P.format_ptx_report([r], "out")
 
 
 @pytest.fixture()

@@ -308,7 +308,7 @@ for fmt in sys.argv[1].split(","):
                         [(("rows", 64), "float32"), ((4,), "int64"), ((3,), "int32")], [wg, wu, lin])
     plans.append(lower_function(g, None, "cuda"))
 with tempfile.TemporaryDirectory() as d:
-    print(json.dumps([(r.name, r.ptxas, r.op) for r in emit_ptx(plans, d)]))
+    print(json.dumps([(r.name, r.ptxas, r.op, r.spill_bytes) for r in emit_ptx(plans, d)]))
 """
 
 
@@ -317,18 +317,21 @@ with tempfile.TemporaryDirectory() as d:
 def test_ptx_of_the_quantized_kernels(fmts):
     from sparsec.runtime.cuda.ptx import find_ptxas
     results = run_ptx_script(PTX_SCRIPT, fmts)
-    ops = {op for _, _, op in results}
+    ops = {op for _, _, op, _ in results}
     assert {"sc.linear", "sc.embedding", "sc.moe_gated_grouped_matmul"} <= ops, ops
     # linear and gated: the GEMV with 4 accumulators and with 1 (one row per expert; these shapes
     # are too small for wider GEMVs), for the word formats (whole 4-word groups per block) also
-    # the 16-byte variants plus the scalar one for misaligned weights; the GEMM; the embedding's
-    # dequantized rows
+    # the 16-byte variants plus the scalar one for misaligned weights; the GEMM in each of its
+    # row-tile heights; the embedding's dequantized rows
     fl = fmts.split(",")
     from sparsec.runtime.cuda import quant as CQ
     vec = [f for f in fl if CQ.FORMAT_KINDS[f][0] in CQ.WORD_KINDS and 64 % CQ.FORMAT_KINDS[f][1] == 0
            and CQ.words_per_block(*CQ.FORMAT_KINDS[f]) % 4 == 0]        # K = 64 in the script
-    assert len(results) == 7 * len(fl) + 2 * len(vec)
-    assert sum("_32x4x1" in name for name, _, _ in results) == 2 * len(fl)
-    assert sum(name.split("__")[0].endswith("_v4") for name, _, _ in results) == 4 * len(vec)
-    for name, status, op in results:
+    tiles = len(M.GEMM_ROW_TILES)
+    assert len(results) == (5 + 2 * tiles) * len(fl) + 2 * len(vec)
+    assert sum(name.startswith("grouped_gemm") for name, _, _, _ in results) == 2 * tiles * len(fl)
+    assert sum("_32x4x1" in name for name, _, _, _ in results) == 2 * len(fl)
+    assert sum(name.split("__")[0].endswith("_v4") for name, _, _, _ in results) == 4 * len(vec)
+    for name, status, op, spilled in results:
         assert status == "ok" if find_ptxas() else status.startswith("skipped"), (name, op, status)
+        assert not spilled, f"{name} ({op}) spills {spilled} bytes of registers to local memory (ptxas -v)"

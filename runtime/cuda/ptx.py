@@ -25,6 +25,16 @@ class PtxResult:
     path: str             # the .ptx written
     ptxas: str            # "ok", "skipped: <why>" or "failed: <message>"
     op: str               # the op (first one using this kernel)
+    #: what ptxas reports for the kernel (``ptxas -v``), where it assembled: registers per
+    #: thread, bytes spilled to local memory (stores), static shared memory per block
+    registers: int | None = None
+    spill_bytes: int | None = None
+    shared_bytes: int | None = None
+
+    def resources(self) -> str:
+        if self.registers is None:
+            return ""
+        return f"{self.registers} registers, {self.spill_bytes} B spilled, {self.shared_bytes} B shared"
 
 
 def find_ptxas() -> str | None:
@@ -73,15 +83,28 @@ def compile_spec(spec, cc=CC) -> str:
     return ptx
 
 
-def assemble(ptx_path: str, ptxas: str | None, cc=CC) -> str:
+def assemble(ptx_path: str, ptxas: str | None, cc=CC) -> tuple[str, dict]:
+    """``(status, resources)``: ``status`` as ``PtxResult.ptxas``; ``resources`` the kernel's
+    ``registers`` / ``spill_bytes`` / ``shared_bytes`` from ``ptxas -v`` (empty unless "ok")."""
     if ptxas is None:
-        return "skipped: ptxas not found (install the CUDA toolkit or set CUDA_HOME)"
+        return "skipped: ptxas not found (install the CUDA toolkit or set CUDA_HOME)", {}
     out = ptx_path[:-4] + ".cubin"
-    r = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", ptx_path, "-o", out], capture_output=True, text=True)
+    r = subprocess.run([ptxas, "-v", f"-arch=sm_{cc[0]}{cc[1]}", ptx_path, "-o", out], capture_output=True,
+                       text=True)
     if r.returncode != 0:
-        return f"failed: {(r.stderr or r.stdout).strip()}"
+        return f"failed: {(r.stderr or r.stdout).strip()}", {}
     os.remove(out)
-    return "ok"
+    return "ok", ptxas_resources(r.stderr + r.stdout)
+
+
+def ptxas_resources(info: str) -> dict:
+    """Registers, spill-store bytes and static shared bytes of the (one) kernel in ``ptxas -v``'s
+    report; a missing figure counts 0 (ptxas omits ``smem`` for kernels without shared memory)."""
+    def first(pattern):
+        m = re.search(pattern, info)
+        return int(m.group(1)) if m else 0
+    return {"registers": first(r"Used (\d+) registers"), "spill_bytes": first(r"(\d+) bytes spill stores"),
+            "shared_bytes": first(r"(\d+) bytes smem")}
 
 
 def kernel_specs(plans) -> list:
@@ -110,16 +133,19 @@ def emit_ptx(plans, outdir: str, cc=CC, assemble_with_ptxas: bool = True) -> lis
         ptx = compile_spec(spec, cc)
         with open(path, "w") as f:
             f.write(ptx)
-        status = assemble(path, ptxas, cc) if assemble_with_ptxas else "skipped: not asked"
-        results.append(PtxResult(f"{stem}__{n}", path, status, op))
+        status, res = assemble(path, ptxas, cc) if assemble_with_ptxas else ("skipped: not asked", {})
+        results.append(PtxResult(f"{stem}__{n}", path, status, op, **res))
     return results
 
 
 def format_ptx_report(results: list[PtxResult], outdir: str) -> str:
     """One line per kernel (file, op, ptxas status) and a summary line."""
-    lines = [f"  {r.name + '.ptx':48s} {r.op:24s} ptxas: {r.ptxas}" for r in results]
+    lines = [f"  {r.name + '.ptx':48s} {r.op:24s} ptxas: {r.ptxas}"
+             + (f" ({r.resources()})" if r.registers is not None else "") for r in results]
     ok = sum(r.ptxas == "ok" for r in results)
     failed = sum(r.ptxas.startswith("failed") for r in results)
+    spilled = sum(bool(r.spill_bytes) for r in results)
     lines.append(f"wrote {len(results)} PTX files (sm_{CC[0]}{CC[1]}) to {outdir}: {ok} assembled with ptxas, "
-                 f"{failed} failed, {len(results) - ok - failed} not assembled")
+                 f"{failed} failed, {len(results) - ok - failed} not assembled"
+                 + (f"; {spilled} of them spill registers to local memory" if spilled else ""))
     return "\n".join(lines)

@@ -220,7 +220,7 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
             g = M.gemv_geometry(N, active, units if vec else scalar_units, m)
             gemv(g, vec)[M.gemv_grid(N, active, g)](*args)
         else:
-            g = M.gemm_geometry()
+            g = M.gemm_geometry(m, active)
             tiles = min(-(-m // g[0]) + (0 if single else active), MAX_GRID_Y)
             M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, g, storage)[M.gemm_grid(N, tiles, g)](
                 *_args(x, w, wu, bias, offsets, out, err, m, False))
@@ -249,7 +249,11 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
     # misaligned weights; else the scalar kernels
     gemv_specs = ([gemv(g, True).spec(vsig) for g in geometries] + [gemv(M.GEMV).spec(gsig)] if vec_ok else
                   [gemv(g).spec(gsig) for g in geometries])
-    specs = (*gemv_specs, M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, M.GEMM, storage).spec(sig))
+    # and the GEMM in each row-tile height a call can choose
+    gemm_geometries = dict.fromkeys(M.gemm_geometry(bm * (1 if single else E), 1 if single else E)
+                                    for bm in M.GEMM_ROW_TILES)
+    specs = (*gemv_specs, *(M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, g, storage).spec(sig)
+                            for g in gemm_geometries))
     return run, specs
 
 
