@@ -49,7 +49,7 @@ def test_gemm_geometry_invariants(rows, active):
     """The GEMM's row tile is the smallest of ``GEMM_ROW_TILES`` holding the mean rows per
     active expert (64 beyond); blocks stay a power of two (``locate_tile``'s prefix sum) of 128
     or 256 threads, and the tiles fit the 48 KB of static shared memory with f64 accumulators."""
-    BM, BN, BK, TM, TN = g = M.gemm_geometry(rows, active)
+    BM, BN, BK, TM, TN = M.gemm_geometry(rows, active)
     per = -(-rows // active)
     assert BM in M.GEMM_ROW_TILES
     assert BM >= per or BM == M.GEMM_ROW_TILES[-1]
