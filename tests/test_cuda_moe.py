@@ -296,6 +296,20 @@ def test_gemm_in_other_geometries(geometry, dt, monkeypatch):
     assert paths == ["gemm", "gemm"]
 
 
+@pytest.mark.parametrize("rows", [2, 11])   # GEMV; tiled
+def test_no_input_features(rows):
+    """K = 0: every output is 0 (an empty sum), on both paths, plain and gated (silu(0) * 0)."""
+    e, n = 2, 3
+    w = Parameter(np.zeros((e, n, 0), np.float32))
+    offsets = np.array([0, 1, rows], np.int64)
+    x = np.zeros((rows, 0), np.float32)
+    for g in (trace(lambda a, off: sc.ops.grouped_matmul(a, w, off), (("rows", 0), "float32"), ((e + 1,), "int64")),
+              trace(lambda a, off: sc.ops.moe_gated_grouped_matmul(a, w, w, off, activation="silu"),
+                    (("rows", 0), "float32"), ((e + 1,), "int64"))):
+        (got,) = assert_matches_reference(g, x, offsets, exact=True)
+        assert got.shape == (rows, n) and not got.any()
+
+
 @pytest.mark.parametrize("rows", [5, 160])   # GEMV; tiled (> GEMV_MAX_ROWS per expert)
 def test_more_experts_than_threads_per_block(rows, monkeypatch):
     """Blocks find their expert by a prefix sum over the offsets, a block's worth of experts at a

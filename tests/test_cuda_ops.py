@@ -178,6 +178,8 @@ def test_integer_reductions_and_ties():
 @given(m=st.integers(1, 9), k=st.integers(1, 11), n=st.integers(1, 7), bias=st.booleans(), seed=st.integers(0, 99))
 @example(m=4, k=37, n=5, bias=True, seed=0)   # the GEMV: 4 rows, K longer than the lanes
 @example(m=6, k=9, n=7, bias=False, seed=1)   # the tiled GEMM: partial tiles
+@example(m=3, k=0, n=4, bias=True, seed=2)    # no input features: the bias alone
+@example(m=7, k=0, n=4, bias=False, seed=2)   # zeros
 def test_linear_gemv_and_gemm(m, k, n, bias, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((m, k)).astype(np.float32)

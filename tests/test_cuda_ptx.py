@@ -80,7 +80,9 @@ def test_ptx_for_every_kernel_assembles(tmp_path, request):
     cm2 = sc.compile(sc.trace(_all_groups, *specs), target="cuda", emit_ptx=str(tmp_path / "ops"), progress=False)
     results = cm.report["ptx"] + cm2.report["ptx"]
     kernels = {r.name.rsplit("__", 1)[0] for r in results}
-    for want in ("gemv_float32", "gemm_t16_float32", "attention_float32_d32_A", "kv_write_4d_A", "rope_elems",
+    for prefix in ("grouped_gemv_float32", "grouped_gemm_float32"):    # sc.linear
+        assert any(k.startswith(prefix) for k in kernels), (prefix, sorted(kernels))
+    for want in ("gemm_t16_float32", "attention_float32_d32_A", "kv_write_4d_A", "rope_elems",
                  "rms_norm_rows", "gather_rows", "strided_copy", "softmax_block", "softmax_serial", "argmax_block",
                  "reduce_serial", "reduce_block_f", "topk_serial", "layer_norm_rows_float32", "one_hot", "gather_along",
                  "scatter_cols", "index_add_cols", "cumsum_cols", "conv2d_float32", "gemm_t16_int64"):

@@ -70,8 +70,22 @@ def to_device(a: np.ndarray):
 
 
 def empty(shape, dtype):
+    """An uninitialized device array. Under numba's simulator it is filled with 0xFF bytes (NaN
+    floats, -1 integers): a simulated device array is a NumPy ``empty``, which often reuses the
+    memory of an array just freed, e.g. the interpreter's result for the same inputs in a
+    test; so a kernel that leaves part of its output unwritten could pass the tests there."""
     from numba import cuda
-    return cuda.device_array(tuple(int(d) for d in shape), np.dtype(dtype))
+    shape = tuple(int(d) for d in shape)
+    if _simulator():
+        poison = np.empty(shape, np.dtype(dtype))
+        poison.reshape(-1).view(np.uint8)[...] = 0xFF
+        return cuda.to_device(poison)
+    return cuda.device_array(shape, np.dtype(dtype))
+
+
+def _simulator() -> bool:
+    from .launch import simulator
+    return simulator()
 
 
 def zeros(shape, dtype):

@@ -1,25 +1,21 @@
-"""CUDA matrix products: a shared-memory tiled GEMM (batched, strided, either weight layout) and
-a GEMV for a few rows against an ``[N, K]`` weight.
+"""CUDA matrix products for ``sc.matmul``: a shared-memory tiled GEMM (batched, strided, either
+operand layout). ``sc.linear`` runs on the grouped matmul kernels (``runtime.cuda.moe``, one group
+of all rows): its GEMV and register-tiled GEMM, with launch geometry per shape.
 
-GEMM: ``C[z, m, n] = sum_k A[z, m, k] B[z, k, n]`` (+ bias[n]). A block of ``T x T`` threads
+GEMM: ``C[z, m, n] = sum_k A[z, m, k] B[z, k, n]``. A block of ``T x T`` threads
 computes a ``T x T`` tile of C, walking K in ``T``-wide steps: each step loads one tile of A and
 one of B into shared memory (each element read from global memory once per block, then ``T``
 times from shared memory), then every thread accumulates its dot product. For a weight stored
-``[N, K]`` (``sc.linear``'s ``w``, ``b_nk``), the B tile is loaded with consecutive threads on
+``[N, K]`` (``transpose_b``: ``b_nk``), the B tile is loaded with consecutive threads on
 consecutive k (coalesced) and written transposed into shared memory. Operand offsets per batch
 entry come from device arrays (broadcast batches repeat an offset), so one kernel serves
 ``matmul``'s batching, transposes and 1-D operands.
 
-GEMV (decode: up to ``GEMV_MAX_ROWS`` rows of x): a warp per weight row, its 32 lanes striding
-over K (each iteration one coalesced 128-byte read of the row), every lane accumulating all rows
-of x, so each weight row is read once per call; 8 rows per block, partial sums reduced through
-shared memory with two barriers per 8 weight rows. Bandwidth-bound, as a GEMV is.
-
 Accumulation: f32 for f32, f16 and bf16 (16-bit elements are widened as they are loaded and the
 result rounded once when stored, as the reference's "accumulate in f32, round to the operand
 dtype"; ``runtime.cuda.half``), f64 for f64, int64 for integers (stores wrap to the dtype, as the
-reference's fixed-width arithmetic). ``make_gemm``/``make_gemv`` build one kernel per tile size
-and accumulator type (shared arrays need both at compile time); the tile is 16 on a device and
+reference's fixed-width arithmetic). ``make_gemm`` builds one kernel per tile size and
+accumulator type (shared arrays need both at compile time); the tile is 16 on a device and
 4 under the simulator (every simulated thread is a Python thread).
 """
 from __future__ import annotations
@@ -35,12 +31,6 @@ from .types import arr, scalar
 
 TILE = 16
 SIM_TILE = 4
-#: GEMV: a warp per weight row, 8 rows per block (256 threads); at most GEMV_MAX_ROWS rows of x
-GEMV_LANES = 32
-GEMV_ROWS_PER_BLOCK = 8
-GEMV_MAX_ROWS = 4
-SIM_GEMV_LANES = 8
-SIM_GEMV_ROWS = 2
 
 
 def tile() -> int:
@@ -60,7 +50,7 @@ def make_gemm(T: int, acc_dtype: str, storage: str | None = None) -> CudaFunctio
     acc_t = scalar(np.dtype(acc_dtype))
     ld, st = _ld_st(storage)
 
-    def gemm(a, b, c, bias, M, N, K, a_boff, b_boff, sam, sak, sbk, sbn, b_nk, has_bias):
+    def gemm(a, b, c, M, N, K, a_boff, b_boff, sam, sak, sbk, sbn, b_nk):
         As = cuda.shared.array((T, T), acc_t)
         Bs = cuda.shared.array((T, T), acc_t)
         tx = cuda.threadIdx.x
@@ -94,59 +84,10 @@ def make_gemm(T: int, acc_dtype: str, storage: str | None = None) -> CudaFunctio
                 acc += As[ty, j] * Bs[j, tx]
             cuda.syncthreads()
         if row < M and col < N:
-            if has_bias:
-                acc += ld(bias[col])
             c[(z * M + row) * N + col] = st(acc)
 
     gemm.__name__ = f"gemm_t{T}_{acc_dtype}" + (f"_{storage}" if storage in half.HALF else "")
     return CudaFunction(gemm)
-
-
-@lru_cache(maxsize=None)
-def make_gemv(acc_dtype: str, storage: str | None = None) -> CudaFunction:
-    """The GEMV accumulating in ``acc_dtype``; ``storage`` "f16"/"bf16" for 16-bit operands."""
-    acc_t = scalar(np.dtype(acc_dtype))
-    ld, st = _ld_st(storage)
-    GR, GM, GL = GEMV_ROWS_PER_BLOCK, GEMV_MAX_ROWS, GEMV_LANES
-
-    def gemv(x, w, bias, out, M, N, K, has_bias):
-        sh = cuda.shared.array((GR, GM, GL), acc_t)
-        acc = cuda.local.array(GM, acc_t)
-        lane = cuda.threadIdx.x
-        r = cuda.threadIdx.y
-        nl = cuda.blockDim.x
-        nr = cuda.blockDim.y
-        for n0 in range(cuda.blockIdx.x * nr, N, cuda.gridDim.x * nr):  # uniform per block
-            n = n0 + r
-            for m in range(M):
-                acc[m] = acc_t(0)
-            if n < N:
-                wo = n * K
-                for k in range(lane, K, nl):
-                    wv = ld(w[wo + k])
-                    for m in range(M):
-                        acc[m] += ld(x[m * K + k]) * wv
-            for m in range(M):
-                sh[r, m, lane] = acc[m]
-            cuda.syncthreads()
-            if lane < M and n < N:
-                t = acc_t(0)
-                for j in range(nl):
-                    t += sh[r, lane, j]
-                if has_bias:
-                    t += ld(bias[n])
-                out[lane * N + n] = st(t)
-            cuda.syncthreads()
-
-    gemv.__name__ = f"gemv_{acc_dtype}" + (f"_{storage}" if storage in half.HALF else "")
-    return CudaFunction(gemv)
-
-
-def gemv_config(n_out: int) -> tuple[int, tuple[int, int]]:
-    """(blocks, (lanes, rows per block)) for a GEMV with ``n_out`` weight rows."""
-    from .launch import max_blocks
-    lanes, rows = (SIM_GEMV_LANES, SIM_GEMV_ROWS) if simulator() else (GEMV_LANES, GEMV_ROWS_PER_BLOCK)
-    return max(1, min((n_out + rows - 1) // rows, max_blocks() * 4)), (lanes, rows)
 
 
 def acc_dtype(dtype: np.dtype) -> str:
@@ -161,11 +102,5 @@ def acc_dtype(dtype: np.dtype) -> str:
 def gemm_sig(dtype):
     from numba import types
     i64 = types.int64
-    return (arr(dtype), arr(dtype), arr(dtype), arr(dtype), i64, i64, i64, arr(np.int64), arr(np.int64),
-            i64, i64, i64, i64, types.boolean, types.boolean)
-
-
-def gemv_sig(dtype):
-    from numba import types
-    i64 = types.int64
-    return (arr(dtype), arr(dtype), arr(dtype), arr(dtype), i64, i64, i64, types.boolean)
+    return (arr(dtype), arr(dtype), arr(dtype), i64, i64, i64, arr(np.int64), arr(np.int64),
+            i64, i64, i64, i64, types.boolean)

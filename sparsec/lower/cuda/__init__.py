@@ -63,9 +63,10 @@ missing module is skipped, so groups land independently), tests in
 ``tests/test_cuda_<group>.py`` (starting with ``MODE = cuda_test_process()`` from
 ``sparsec.lower.cuda.testing``, so ``tests/test_cuda_suite.py`` runs them in a process with the
 simulator, and ``benchmarks/cuda_check.py`` on a GPU; ``assert_matches_reference`` checks a graph
-against the interpreter). The tiled GEMM and the GEMV (``runtime/cuda/linalg.py``:
-``make_gemm``/``make_gemv``, one kernel per tile size and accumulator type) are the patterns a
-grouped matmul follows per expert; the ``sc.linear`` rule hands a ``QuantType`` weight to
+against the interpreter). ``sc.linear`` (float or quantized weights) and the grouped expert
+matmuls share one GEMV and one register-tiled GEMM (``runtime/cuda/moe.py``; ``linear`` is one
+group of all rows, ``sparsec.lower.cuda.moe.linear_kernel``); ``sc.matmul`` has its own batched,
+strided GEMM (``runtime/cuda/linalg.py``). The ``sc.linear`` rule hands a ``QuantType`` weight to
 ``QUANT_LINEAR[format]`` (``sparsec.lower.cuda.linalg``) when a quantized module registers a rule
 there.
 """

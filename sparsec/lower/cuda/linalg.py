@@ -1,8 +1,10 @@
-"""CUDA lowering rules: ``sc.linear`` and ``sc.matmul`` (kernels in ``runtime.cuda.linalg``).
+"""CUDA lowering rules: ``sc.linear`` and ``sc.matmul``.
 
-``sc.linear`` (``w [N, K]``): up to ``GEMV_MAX_ROWS`` rows a GEMV (each weight row read once
-per row, coalesced), else the tiled GEMM with the ``[N, K]`` tile loader. ``sc.matmul``: the
-tiled GEMM with per-batch operand offsets (broadcast batch dims repeat an offset; 1-D operands
+``sc.linear`` (``w [N, K]``, float or quantized): the grouped matmul kernels with one group of
+all rows (``runtime.cuda.moe``; ``moe.linear_kernel``): up to ``GEMV_MAX_ROWS`` rows the GEMV
+(each weight row read once per call, 16-byte loads where the rows allow, geometry per shape),
+else the register-tiled GEMM with its row tile per shape. ``sc.matmul`` (``runtime.cuda.linalg``):
+the tiled GEMM with per-batch operand offsets (broadcast batch dims repeat an offset; 1-D operands
 and transposes are strides). f32/f64 accumulate in their type, f16/bf16 in f32 (rounded once to the
 operand dtype on store), integers in int64 and wrap.
 
@@ -21,9 +23,6 @@ from ...ir.types import QuantType
 from ...runtime.cuda import device as D
 from ...runtime.cuda import linalg as K
 from . import CudaKernel, LoweringError, cuda_lowering
-
-#: rows up to which sc.linear uses the GEMV (each weight row read once per call), else the GEMM
-GEMV_MAX_ROWS = K.GEMV_MAX_ROWS
 
 #: quantized format -> rule for sc.linear with a quantized weight (filled by a quantized module)
 QUANT_LINEAR: dict[str, Callable] = {}
@@ -60,34 +59,11 @@ def lower_linear(op) -> CudaKernel:
             raise LoweringError(f"{op.describe()}: quantized weight {w_t} ({w_t.format}): the CUDA target has no "
                                 f"quantized matmul for {w_t.format} yet")
         return rule(op)
-    dtype = x_t.dtype.np
     if not x_t.dtype.is_float:
         raise LoweringError(f"{op.describe()}: no CUDA sc.linear for {x_t.pretty()}")
-    has_bias = len(op.operands) == 3
-    acc, sto = K.acc_dtype(dtype), _storage(x_t)
-    dummy = D.Uploaded(np.zeros(1, dtype))
-    offsets = _Offsets()
-    zero = np.zeros(1, np.int64)
-
-    def run(x, w, *rest):
-        bias, out = (rest[0], rest[1]) if has_bias else (dummy.get(), rest[0])
-        n_out, k_in = w.shape
-        m = math.prod(tuple(x.shape)[:-1])
-        if m * n_out == 0:
-            return
-        xf, of = x.reshape(x.size), out.reshape(out.size)
-        wf = w.reshape(w.size)
-        if m <= GEMV_MAX_ROWS:
-            K.make_gemv(acc, sto)[K.gemv_config(n_out)](xf, wf, bias, of, np.int64(m), np.int64(n_out), np.int64(k_in),
-                                                  has_bias)
-            return
-        T = K.tile()
-        zo = offsets.get("zero", lambda: zero)
-        K.make_gemm(T, acc, sto)[_grid_gemm(m, n_out, 1, T)](
-            xf, wf, of, bias, np.int64(m), np.int64(n_out), np.int64(k_in), zo, zo,
-            np.int64(k_in), np.int64(1), np.int64(1), np.int64(k_in), True, has_bias)
-    specs = (K.make_gemv(acc, sto).spec(K.gemv_sig(dtype)), K.make_gemm(K.TILE, acc, sto).spec(K.gemm_sig(dtype)))
-    return CudaKernel(run, f"linear_{x_t.dtype.name}", kernels=specs, info={"gemv_max_rows": GEMV_MAX_ROWS})
+    from .moe import WeightArgs, linear_kernel
+    return linear_kernel(op, WeightArgs(op, w_t, x_t.dtype.np), x_t.dtype.np, _storage(x_t),
+                         f"linear_{x_t.dtype.name}")
 
 
 @cuda_lowering("sc.matmul")
@@ -99,7 +75,6 @@ def lower_matmul(op) -> CudaKernel:
     if dtype.kind == "b":
         raise LoweringError(f"{op.describe()}: no CUDA sc.matmul for booleans")
     acc, sto = K.acc_dtype(dtype), _storage(a_t)
-    dummy = D.Uploaded(np.zeros(1, dtype))
     offsets = _Offsets()
 
     def operand(shape, transpose, vector_as_row):
@@ -130,6 +105,6 @@ def lower_matmul(op) -> CudaKernel:
         T = K.tile()
         b_nk = sbk == 1 and sbn != 1  # [N, K] storage: the coalescing tile loader
         K.make_gemm(T, acc, sto)[_grid_gemm(m, n, nb, T)](
-            a.reshape(a.size), b.reshape(b.size), out.reshape(out.size), dummy.get(), np.int64(m), np.int64(n),
-            np.int64(ka), ao, bo, np.int64(sam), np.int64(sak), np.int64(sbk), np.int64(sbn), b_nk, False)
+            a.reshape(a.size), b.reshape(b.size), out.reshape(out.size), np.int64(m), np.int64(n),
+            np.int64(ka), ao, bo, np.int64(sam), np.int64(sak), np.int64(sbk), np.int64(sbn), b_nk)
     return CudaKernel(run, f"matmul_{a_t.dtype.name}", kernels=(K.make_gemm(K.TILE, acc, sto).spec(K.gemm_sig(dtype)),))

@@ -14,6 +14,8 @@ naming the op.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ...ir.types import QuantType
@@ -205,7 +207,7 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
         return M.make_grouped_gemv(w1.kind, w1.G, k2, g2, act, acc, geometry, storage, vec)
 
     def run(x, w, wu, bias, offsets, out, err):
-        m = x.size // K if K else 0
+        m = math.prod(tuple(x.shape)[:-1])     # (K = 0: still the rows, each output 0 or its bias)
         if m == 0 or N == 0:
             if not single and m == 0:   # still check the offsets (all zero for no rows)
                 g = M.gemv_geometry()
@@ -255,6 +257,20 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
     specs = (*gemv_specs, *(M.make_grouped_gemm(w1.kind, w1.G, k2, g2, act, acc, g, storage).spec(sig)
                             for g in gemm_geometries))
     return run, specs
+
+
+def linear_kernel(op, w: WeightArgs, x_dtype, storage: str | None, name: str) -> CudaKernel:
+    """``sc.linear(x, w, b?)`` (``x [..., K]``, ``w [N, K]`` float or quantized) as the grouped
+    kernels with one group of all rows: the GEMV (16-byte loads, geometry per shape) up to
+    ``GEMV_MAX_ROWS`` rows, else the tiled GEMM with its row tile per shape."""
+    has_bias = len(op.operands) == 3
+    run, specs = grouped_kernel(op, x_dtype, w, None, M.ACT_NONE, np.dtype(np.int64), single=True, storage=storage)
+    err = D.Uploaded(np.zeros(2, np.int64))  # single-group launches never write their error slot
+
+    def fn(x, wt, *rest):
+        bias, out = (rest[0], rest[1]) if has_bias else (None, rest[0])
+        run(x, wt, None, bias, None, out, err.get())
+    return CudaKernel(fn, name, kernels=specs, info={"gemv_max_rows": M.GEMV_MAX_ROWS})
 
 
 def _offsets_error(rows_what: str):

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...runtime.cuda import device as D
 from ...runtime.cuda import launch
 from ...runtime.cuda import quant as Q
 from . import CudaKernel, LoweringError
 from .index import QUANT_EMBEDDING
 from .linalg import QUANT_LINEAR
-from .moe import WeightArgs, grouped_kernel
+from .moe import WeightArgs, linear_kernel
 
 
 def lower_quant_linear(op) -> CudaKernel:
@@ -40,17 +39,11 @@ def lower_quant_linear(op) -> CudaKernel:
     if x_t.dtype.name not in ("f32", "f16", "bf16"):
         raise LoweringError(f"{op.describe()}: a quantized sc.linear takes f32, f16 or bf16 activations on the CUDA "
                             f"target, got {x_t.pretty()} (insert sc.cast)")
-    has_bias = len(op.operands) == 3
     w = WeightArgs(op, w_t, np.dtype(np.float32))
     half = x_t.dtype.name if x_t.dtype.name != "f32" else None
-    run, specs = grouped_kernel(op, x_t.dtype.np, w, None, 0, np.dtype(np.int64), single=True, storage=half)
-
-    err = D.Uploaded(np.zeros(2, np.int64))  # single-group launches never write their error slot
-
-    def fn(x, wq, *rest):
-        bias, out = (rest[0], rest[1]) if has_bias else (None, rest[0])
-        run(x, wq, None, bias, None, out, err.get())
-    return CudaKernel(fn, f"linear_{w_t.format}", kernels=specs, info={"format": w_t.format})
+    k = linear_kernel(op, w, x_t.dtype.np, half, f"linear_{w_t.format}")
+    k.info["format"] = w_t.format
+    return k
 
 
 
