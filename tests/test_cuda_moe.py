@@ -296,6 +296,63 @@ def test_gemm_in_other_geometries(geometry, dt, monkeypatch):
     assert paths == ["gemm", "gemm"]
 
 
+@st.composite
+def gemm_geometries(draw):
+    """(BM, BN, BK, TM, TN) as ``gemm_geometry`` builds them (blocks of a power of two threads,
+    ``locate_tile``'s prefix sum), scaled to the simulator: 2 to 16 threads."""
+    tm, tn = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2, 4]))
+    ny, nx = draw(st.sampled_from([1, 2, 4])), draw(st.sampled_from([1, 2, 4]))
+    if nx * ny == 1:
+        nx = 2
+    return (tm * ny, tn * nx, draw(st.integers(1, 5)), tm, tn)
+
+
+@settings(max_examples=6, deadline=None)
+@given(geometry=gemm_geometries(), e=st.integers(1, 4), n=st.integers(1, 9), k=st.integers(0, 9),
+       rows=st.integers(0, 24), empty=st.booleans(), gated=st.booleans(), seed=st.integers(0, 999))
+def test_gemm_geometries_property(geometry, e, n, k, rows, empty, gated, seed):
+    """The tiled grouped matmul in random geometries and shapes against the interpreter: the
+    rows forced onto the GEMM (whatever their count per expert), random offsets with and without
+    an idle expert, plain and gated. ``-m slow`` runs more (``test_gemm_geometries_thorough``)."""
+    check_gemm_geometry(geometry, e, n, k, rows, empty, gated, seed)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None)
+@given(geometry=gemm_geometries(), e=st.integers(1, 4), n=st.integers(1, 9), k=st.integers(0, 9),
+       rows=st.integers(0, 24), empty=st.booleans(), gated=st.booleans(), seed=st.integers(0, 999))
+def test_gemm_geometries_thorough(geometry, e, n, k, rows, empty, gated, seed):
+    check_gemm_geometry(geometry, e, n, k, rows, empty, gated, seed)
+
+
+def check_gemm_geometry(geometry, e, n, k, rows, empty, gated, seed):
+    rng = np.random.default_rng(seed)
+    wg, wu = (Parameter(rng.standard_normal((e, n, k)).astype(np.float32)) for _ in range(2))
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    offsets = random_offsets(rng, e, rows, empty)
+    if gated:
+        g = trace(lambda a, off: sc.ops.moe_gated_grouped_matmul(a, wg, wu, off, activation="gelu"),
+                  (("rows", k), "float32"), ((e + 1,), "int64"))
+    else:
+        g = trace(lambda a, off: sc.ops.grouped_matmul(a, wg, off), (("rows", k), "float32"), ((e + 1,), "int64"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(M, "gemm_geometry", lambda *a, **kw: geometry)
+        mp.setattr(M, "GEMV_MAX_ROWS", 0)             # every call with rows takes the GEMM
+        paths = launched_paths(mp)
+        (want,) = sc.interpret(g, x, offsets)
+        (got,) = run_cuda(g, x, offsets)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    if rows:
+        assert paths == ["gemm"], paths
+    if gated:
+        assert np.max(np.abs(got - want), initial=0) <= 1e-5 * max(1.0, float(np.max(np.abs(want), initial=0)))
+    else:
+        for i in range(e):
+            lo, hi = offsets[i], offsets[i + 1]
+            assert np.all(np.abs(got[lo:hi].astype(np.float64) - want[lo:hi])
+                          <= sum_order_bound(x[lo:hi], np.asarray(wg.data)[i], np.float32))
+
+
 @pytest.mark.parametrize("rows", [2, 11])   # GEMV; tiled
 def test_no_input_features(rows):
     """K = 0: every output is 0 (an empty sum), on both paths, plain and gated (silu(0) * 0)."""
