@@ -7,6 +7,7 @@ runs them, generates tokens, and saves/loads the ``.spc`` artifact.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -209,6 +210,17 @@ def require_cuda(what: str) -> str:
         raise CompileError(str(e)) from None
 
 
+def _writable_dir(path: str, what: str) -> None:
+    """Create directory ``path`` if needed; a ``CompileError`` naming it where that fails or it is
+    not writable (before any work is done)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise CompileError(f"{what}: cannot create the directory {path!r}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK):
+        raise CompileError(f"{what}: the directory {path!r} is not writable")
+
+
 def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pipeline: str = "default",
             threads: int | None = None, progress: bool | None = None, verify_each: bool = False,
             print_ir_after_all: bool = False, dump_dir: str | None = None, warmup: bool = True,
@@ -243,6 +255,8 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
                            f"{', '.join(str(m) for m in QUANT_MODES)}")
     if target == "cuda" and emit_ptx is None:
         require_cuda("sc.compile(target='cuda')")
+    if emit_ptx is not None:
+        _writable_dir(emit_ptx, "emit_ptx")
     passes = parse_pipeline(pipeline)
     quant_passes = [p for p in passes if p.name == "quantize"]
     if quantize is not None:
@@ -300,7 +314,10 @@ def compile(model, *specs, target: str = "cpu", quantize: str | None = None, pip
         if simulator():
             raise CompileError("emit_ptx: no PTX while numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1 "
                                "replaces numba.cuda's compiler); run without it, no GPU is needed")
-        ptx_report = write_ptx([ex.plan for ex in executables.values()], emit_ptx)
+        try:
+            ptx_report = write_ptx([ex.plan for ex in executables.values()], emit_ptx)
+        except OSError as e:
+            raise CompileError(f"emit_ptx: cannot write the PTX into {emit_ptx!r}: {e.strerror or e}") from None
         warmup = warmup and availability()[0]
 
     t0 = time.perf_counter()

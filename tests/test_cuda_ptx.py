@@ -143,6 +143,18 @@ def test_cli_emit_ptx(lm_mlir, tmp_path, request):
     assert r.exit_code == 1 and "--emit-ptx needs --target cuda" in r.output
 
 
+def test_emit_ptx_into_a_directory_it_cannot_create(lm_mlir, tmp_path):
+    """An --emit-ptx directory that cannot be made is refused before any work, naming it."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    bad = str(blocker / "ptx")          # under a regular file: cannot be created
+    with pytest.raises(CompileError, match=r"emit_ptx: cannot create the directory .*a_file/ptx"):
+        sc.compile(_lm(), SPEC, target="cuda", emit_ptx=bad, progress=False)
+    r = CliRunner().invoke(main, ["compile", str(lm_mlir), "--target", "cuda", "--emit-ptx", bad])
+    assert r.exit_code == 1 and "cannot create the directory" in r.output and "a_file/ptx" in r.output, r.output
+    assert "Traceback" not in r.output
+
+
 def test_no_device_gives_a_clear_error(lm_mlir, tmp_path, request):
     if ran_without_simulator(request):
         return
