@@ -215,7 +215,11 @@ def compile_cmd(model, output, target, emit_ptx, quantize, accuracy_samples, pip
         raise SparsecError("missing -o OUT.spc (the artifact to write)")
     if output is not None and target == "cuda":
         from .compiler import require_cuda
-        require_cuda("sparsec compile: target 'cuda'")  # before the passes: fail fast, say what to do
+        what = "sparsec compile: target 'cuda'"
+        if emit_ptx is not None:
+            what += (" with -o (the .spc's kernels are compiled on the device; --emit-ptx without -o "
+                     "needs none)")
+        require_cuda(what)  # before the passes: fail fast, say what to do
     if output is not None and not output.endswith(".spc"):
         raise SparsecError(f"{output}: the output must be a .spc file")
     if os.path.isdir(model):  # Hugging Face folder: compile the module (a causal LM gets its decode step)

@@ -166,6 +166,10 @@ def test_no_device_gives_a_clear_error(lm_mlir, tmp_path, request):
     r = CliRunner().invoke(main, ["compile", str(lm_mlir), "-o", str(spc), "--target", "cuda"])
     assert r.exit_code == 1 and "target 'cuda'" in r.output and "NUMBA_ENABLE_CUDASIM=1" in r.output, r.output
     assert "Traceback" not in r.output and not spc.exists()
+    r = CliRunner().invoke(main, ["compile", str(lm_mlir), "-o", str(spc), "--target", "cuda", "--emit-ptx",
+                                  str(tmp_path / "ptx")])
+    assert r.exit_code == 1 and "--emit-ptx without -o needs none" in r.output, r.output
+    assert "Traceback" not in r.output and not spc.exists()
     # an artifact compiled for cuda (here through --emit-ptx, which needs no device) refuses to load
     if not _nvvm_reason():
         cm = sc.compile(_lm(), SPEC, target="cuda", emit_ptx=str(tmp_path / "p"), progress=False)
