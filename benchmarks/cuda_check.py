@@ -163,8 +163,9 @@ def bench_sparsec(layer, compiled, tokens, mode, repeat, replay: bool):
             ex.call(xd, to_host=False)
         wall, dev = median_times(lambda: ex.call(xd, to_host=False), repeat, cuda.synchronize,
                                  lambda: ex.device_seconds)
-        # each kernel of the 1-token call alone (graphs of 10 copies): where the layer's time goes
-        prof = ex.profile_launches(xd, repeat=10) if replay and tokens == 1 else None
+        # each kernel of the call alone (graphs of 10 copies): where the layer's time goes (at 128
+        # tokens: the grouped GEMMs, their row tile in the kernel name)
+        prof = ex.profile_launches(xd, repeat=10) if replay else None
     except sc.errors.SparsecError as e:
         return f"failed: {str(e).splitlines()[0][:160]}"
     finally:

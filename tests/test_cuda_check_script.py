@@ -28,9 +28,9 @@ def check_rows(out: str, modes, tokens) -> None:
                 assert row, f"no timed row for {mode} {how} at {t} tokens:\n{out}"
                 if how == "replayed":
                     assert "7 launches" in row.group(0) and "simulator" in row.group(0), row.group(0)
-                    if t == 1:  # followed by the per-launch profile
-                        following = out[row.end():].lstrip("\n").splitlines()[0]
-                        assert following.strip().startswith("each launch alone") and "grouped_gemv" in following
+                    # followed by the per-launch profile
+                    following = out[row.end():].lstrip("\n").splitlines()[0]
+                    assert following.strip().startswith("each launch alone") and "grouped_gemv" in following
     for bad in ("error:", "WRONG", "failed:", "not lowered", "Traceback"):
         assert bad not in out, out
 
