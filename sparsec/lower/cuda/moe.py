@@ -259,10 +259,11 @@ def grouped_kernel(op, x_dtype, w1: WeightArgs, w2: WeightArgs | None, act: int,
     return run, specs
 
 
-def linear_kernel(op, w: WeightArgs, x_dtype, storage: str | None, name: str) -> CudaKernel:
+def linear_kernel(op, w: WeightArgs, x_dtype, storage: str | None, name: str, **info) -> CudaKernel:
     """``sc.linear(x, w, b?)`` (``x [..., K]``, ``w [N, K]`` float or quantized) as the grouped
     kernels with one group of all rows: the GEMV (16-byte loads, geometry per shape) up to
-    ``GEMV_MAX_ROWS`` rows, else the tiled GEMM with its row tile per shape."""
+    ``GEMV_MAX_ROWS`` rows, else the tiled GEMM with its row tile per shape. ``info``: added to
+    the kernel's ``info``."""
     has_bias = len(op.operands) == 3
     run, specs = grouped_kernel(op, x_dtype, w, None, M.ACT_NONE, np.dtype(np.int64), single=True, storage=storage)
     err = D.Uploaded(np.zeros(2, np.int64))  # single-group launches never write their error slot
@@ -270,7 +271,7 @@ def linear_kernel(op, w: WeightArgs, x_dtype, storage: str | None, name: str) ->
     def fn(x, wt, *rest):
         bias, out = (rest[0], rest[1]) if has_bias else (None, rest[0])
         run(x, wt, None, bias, None, out, err.get())
-    return CudaKernel(fn, name, kernels=specs, info={"gemv_max_rows": M.GEMV_MAX_ROWS})
+    return CudaKernel(fn, name, kernels=specs, info={"gemv_max_rows": M.GEMV_MAX_ROWS, **info})
 
 
 def _offsets_error(rows_what: str):

@@ -41,9 +41,7 @@ def lower_quant_linear(op) -> CudaKernel:
                             f"target, got {x_t.pretty()} (insert sc.cast)")
     w = WeightArgs(op, w_t, np.dtype(np.float32))
     half = x_t.dtype.name if x_t.dtype.name != "f32" else None
-    k = linear_kernel(op, w, x_t.dtype.np, half, f"linear_{w_t.format}")
-    k.info["format"] = w_t.format
-    return k
+    return linear_kernel(op, w, x_t.dtype.np, half, f"linear_{w_t.format}", format=w_t.format)
 
 
 
